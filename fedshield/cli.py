@@ -1,0 +1,121 @@
+"""The ``fedshield`` command."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="fedshield: federated learning with differential privacy, secure aggregation "
+    "and an auditable privacy ledger.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """fedshield: federated learning with DP, secure aggregation and a privacy ledger."""
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line error and exit (no stack trace as a user interface)."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def parse_overrides(items: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` pairs to typed values (TOML scalars: 3, 0.5, true, "text")."""
+    import tomllib
+
+    parsed: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            parsed[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed[key.strip()] = value
+    return parsed
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[str, typer.Option(help="digits, hospitals, banks or cifar10")] = "digits",
+    clients: Annotated[Optional[int], typer.Option(help="number of virtual clients [scenario preset]")] = None,
+    rounds: Annotated[Optional[int], typer.Option(help="server rounds [scenario preset]")] = None,
+    target_epsilon: Annotated[Optional[float], typer.Option(help="per-client epsilon for the whole run; the noise is calibrated to it [scenario preset]")] = None,
+    noise_multiplier: Annotated[Optional[float], typer.Option(help="fixed noise multiplier sigma instead of a target epsilon")] = None,
+    no_dp: Annotated[bool, typer.Option("--no-dp", help="train without differential privacy (a baseline)")] = False,
+    delta: Annotated[Optional[float], typer.Option(help="DP delta, must be below 1/N_local")] = None,
+    data_root: Annotated[Optional[str], typer.Option(help="folder with the real datasets (e.g. ../shared/data)")] = None,
+    partitioning: Annotated[Optional[str], typer.Option(help="iid, dirichlet or quantity")] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="Dirichlet concentration for dirichlet/quantity skew")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="seed for partitions and the initial model")] = None,
+    out: Annotated[Optional[str], typer.Option(help="directory for run results [runs]")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="any config key, e.g. --set local-epochs=2")] = [],
+    verbose: Annotated[bool, typer.Option(help="show Flower's and Ray's logs")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Simulate a federation on this machine (Flower simulation engine, Ray backend)."""
+    from simulations.progress import RoundProgress
+    from simulations.run import check_feasible
+    from simulations.run import simulate as run_simulate
+    from task.config import ConfigError, resolve_config
+    from task.datasets import DataRootError
+    from task.partition import PartitionError
+    from task.scenarios import SCENARIOS
+
+    if noise_multiplier is not None and target_epsilon is not None:
+        fail("give either --target-epsilon or --noise-multiplier, not both")
+    if no_dp and (noise_multiplier is not None or target_epsilon is not None):
+        fail("--no-dp cannot be combined with --target-epsilon or --noise-multiplier")
+    overrides = parse_overrides(set_)
+    flags = {
+        "scenario": scenario,
+        "num-server-rounds": rounds,
+        "target-epsilon": target_epsilon,
+        "noise-multiplier": noise_multiplier,
+        "delta": delta,
+        "data-root": data_root,
+        "partitioning": partitioning,
+        "dirichlet-alpha": alpha,
+        "seed": seed,
+        "out-dir": out,
+    }
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    if no_dp:
+        overrides["dp"] = False
+    try:
+        config = resolve_config(overrides)
+        if clients is not None and clients < 1:
+            raise ConfigError(f"--clients must be >= 1, got {clients}")
+        num_clients = clients or SCENARIOS[config.scenario].default_clients
+        check_feasible(config, num_clients)
+        with RoundProgress(config, num_clients, console, enabled=not json_out) as progress:
+            summary = run_simulate(config, num_clients, on_round=progress.update, verbose=verbose)
+    except (ConfigError, DataRootError, PartitionError) as error:
+        fail(str(error))
+    if json_out:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+        return
+    eps = f"epsilon {summary['epsilon_max']:.4f} (delta {summary['delta']:g})" if summary["dp"] else "no DP"
+    console.print(
+        f"[bold green]done[/]: {summary['rounds_completed']} rounds, {summary['clients']} clients, "
+        f"accuracy {summary['accuracy']:.4f}, largest {eps}, {summary['seconds']:.1f} s\n"
+        f"{summary['stop_reason']}; results in {summary['results_dir']}",
+        highlight=False,
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""The coordinator's loop: sample clients, run a round, update and evaluate the model."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.serverapp import Grid
+
+from server.optimizers import ServerOptimizer
+from server.results import RoundRecord, RunResults, new_run_id, round_record_dict
+from server.workflow import PlainWorkflow
+from task.config import RunConfig
+from task.datasets import load_dataset
+from task.evaluation import evaluate
+from task.model import build_model
+from task.records import to_record
+from task.scenarios import SCENARIOS
+
+log = logging.getLogger(__name__)
+
+RoundCallback = Callable[[RoundRecord], None]
+
+
+class FederationError(RuntimeError):
+    """The run cannot go on (too few clients, every client failed, ...)."""
+
+
+@dataclass
+class ClientLedgerView:
+    """The server's small record of one client: its latest status and epsilon."""
+
+    client_id: str
+    epsilon: float = 0.0
+    rounds_trained: int = 0
+    exhausted: bool = False
+    last_status: str = ""
+    steps: int = 0
+    mechanism: dict[str, float] = field(default_factory=dict)
+    epsilon_by_round: dict[int, float] = field(default_factory=dict)
+
+
+def wait_for_nodes(grid: Grid, minimum: int, timeout: float) -> list[int]:
+    """Node ids once at least ``minimum`` nodes are connected; FederationError on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        node_ids = sorted(grid.get_node_ids())
+        if len(node_ids) >= minimum:
+            return node_ids
+        if time.monotonic() > deadline:
+            raise FederationError(
+                f"only {len(node_ids)} client node(s) connected after {timeout:.0f} s; "
+                f"the run needs at least {minimum} (config key 'min-train-clients')"
+            )
+        time.sleep(0.2)
+
+
+def sample_nodes(node_ids: list[int], fraction: float, minimum: int, rng: random.Random) -> list[int]:
+    """ceil(fraction * available) nodes (at least ``minimum``), uniformly without replacement."""
+    count = min(len(node_ids), max(minimum, math.ceil(fraction * len(node_ids))))
+    return sorted(rng.sample(node_ids, count))
+
+
+def initial_weights(config: RunConfig, shape: tuple[int, int, int], num_classes: int) -> dict[str, np.ndarray]:
+    """The global model's starting weights, deterministic for the run's seed."""
+    torch.manual_seed(config.seed)
+    model = build_model(shape, num_classes, config.activation)
+    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def run_federation(
+    grid: Grid,
+    config: RunConfig,
+    workflow: PlainWorkflow | None = None,
+    on_round: RoundCallback | None = None,
+    node_wait_timeout: float = 120.0,
+    round_timeout: float | None = None,
+) -> dict:
+    """Run ``config.num_server_rounds`` rounds; write and return the run summary."""
+    started = time.perf_counter()
+    workflow = workflow or PlainWorkflow()
+    scenario = SCENARIOS[config.scenario]
+    test = load_dataset(scenario.dataset, config.data_root or None, config.seed).test
+    shape, num_classes = tuple(test.images.shape[1:]), len(test.classes)
+    weights = initial_weights(config, shape, num_classes)
+    model = build_model(shape, num_classes, config.activation)
+    optimizer = ServerOptimizer(
+        config.server_optimizer, config.server_learning_rate, config.server_momentum
+    )
+    run_id = new_run_id(config.scenario)
+    results = RunResults(Path(config.out_dir) / run_id)
+    clients: dict[int, ClientLedgerView] = {}
+    rng = random.Random(config.seed)
+    rounds: list[RoundRecord] = []
+    stop_reason = "completed all rounds"
+    accuracy = loss = float("nan")
+
+    node_ids = wait_for_nodes(grid, config.min_train_clients, node_wait_timeout)
+    log.info("%d client nodes connected; run %s", len(node_ids), run_id)
+    for server_round in range(1, config.num_server_rounds + 1):
+        round_start = time.perf_counter()
+        node_ids = sorted(grid.get_node_ids())
+        eligible = [n for n in node_ids if not (n in clients and clients[n].exhausted)]
+        if len(eligible) < config.min_train_clients:
+            stop_reason = (
+                f"stopped before round {server_round}: only {len(eligible)} client(s) have "
+                f"privacy budget left, fewer than min-train-clients={config.min_train_clients}"
+            )
+            break
+        sampled = sample_nodes(eligible, config.fraction_train, config.min_train_clients, rng)
+        train_config = {**config.to_flower(), "server-round": server_round}
+        aggregate = workflow.run_round(
+            grid, sampled, to_record(weights), train_config, server_round,
+            timeout=round_timeout,
+        )
+        for report in aggregate.reports:
+            view = clients.setdefault(report.node_id, ClientLedgerView(report.client_id))
+            view.client_id, view.last_status = report.client_id, report.status
+            if report.epsilon is not None:
+                view.epsilon = max(view.epsilon, report.epsilon)
+                view.epsilon_by_round[server_round] = view.epsilon
+            if report.status == "trained":
+                view.rounds_trained += 1
+                view.steps += int(report.public.get("steps", 0))
+                view.mechanism = {k: v for k, v in report.public.items() if k != "steps"}
+            if report.status == "declined":
+                view.exhausted = True
+                log.warning("%s", report.reason)
+            if report.status == "failed":
+                log.error("%s failed in round %d: %s", report.client_id, server_round, report.reason)
+        trained = aggregate.trained
+        if trained:
+            weights = optimizer.step(weights, aggregate.mean_update())
+        elif all(r.status == "failed" for r in aggregate.reports):
+            reasons = "; ".join(sorted({r.reason for r in aggregate.reports}))
+            raise FederationError(f"every client failed in round {server_round}: {reasons}")
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+        loss, accuracy = evaluate(model, test.images, test.labels)
+        val_examples = aggregate.metric_sums.get("val-examples", 0.0)
+        record = RoundRecord(
+            server_round=server_round,
+            accuracy=accuracy,
+            loss=loss,
+            epsilon_max=max((c.epsilon for c in clients.values()), default=0.0),
+            trained=len(trained),
+            declined=sum(r.status == "declined" for r in aggregate.reports),
+            failed=sum(r.status in ("failed", "dropped") for r in aggregate.reports),
+            seconds=time.perf_counter() - round_start,
+            train_seconds=aggregate.metric_sums.get("train-seconds", 0.0),
+            val_accuracy=(aggregate.metric_sums["val-accuracy"] / val_examples
+                          if val_examples else float("nan")),
+            reports=aggregate.reports,
+        )
+        rounds.append(record)
+        results.record_round(record)
+        if on_round is not None:
+            on_round(record)
+
+    results.save_model(weights)
+    summary = {
+        "run_id": run_id,
+        "results_dir": str(results.directory),
+        "scenario": config.scenario,
+        "accuracy": accuracy,
+        "loss": loss,
+        "epsilon_max": max((c.epsilon for c in clients.values()), default=0.0),
+        "delta": config.delta if config.dp else None,
+        "dp": config.dp,
+        "rounds_completed": len(rounds),
+        "clients": len(node_ids),
+        "seconds": time.perf_counter() - started,
+        "stop_reason": stop_reason,
+        "config": config.to_flower(),
+        **workflow.describe(),
+        "client_epsilon": {
+            c.client_id: {"final": c.epsilon, "rounds_trained": c.rounds_trained,
+                          "steps": c.steps, **c.mechanism,
+                          "by_round": {str(k): v for k, v in sorted(c.epsilon_by_round.items())}}
+            for c in sorted(clients.values(), key=lambda c: c.client_id)
+        },
+        "rounds": [round_record_dict(r) for r in rounds],
+    }
+    results.write_summary(summary)
+    return summary

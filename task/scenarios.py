@@ -1,0 +1,98 @@
+"""Scenario presets: which data a federation learns from and the knobs tuned for it.
+
+A preset only sets knobs listed in ``task.config.SCENARIO_TUNED``; anything the user
+sets explicitly wins over it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named federated task: a dataset, who the clients are, and tuned knobs."""
+
+    name: str
+    dataset: str
+    description: str
+    default_clients: int
+    needs_data_root: bool
+    preset: Mapping[str, Any] = field(default_factory=dict)
+
+
+SCENARIOS: Mapping[str, Scenario] = MappingProxyType(
+    {
+        "digits": Scenario(
+            name="digits",
+            dataset="digits",
+            description="scikit-learn's bundled 8x8 handwritten digits, upsampled to "
+            "32x32: the embedded default, needs no data and no network",
+            default_clients=4,
+            needs_data_root=False,
+            preset={
+                "num_server_rounds": 8,
+                "local_epochs": 2,
+                "batch_size": 32,
+                "learning_rate": 0.5,
+                "target_epsilon": 8.0,
+                "max_grad_norm": 1.0,
+            },
+        ),
+        "hospitals": Scenario(
+            name="hospitals",
+            dataset="pneumoniamnist",
+            description="hospitals sharing a pneumonia detector: MedMNIST PneumoniaMNIST "
+            "chest X-rays (28x28, normal vs pneumonia), official test split held out",
+            default_clients=10,
+            needs_data_root=True,
+            preset={
+                "num_server_rounds": 20,
+                "local_epochs": 1,
+                "batch_size": 64,
+                "learning_rate": 0.5,
+                "target_epsilon": 3.0,
+                "max_grad_norm": 1.0,
+            },
+        ),
+        "banks": Scenario(
+            name="banks",
+            dataset="mnist",
+            description="banks reading cheque digits: MNIST (8,000 of the official test "
+            "digits to train, 2,000 held out, unless the full training set is present)",
+            default_clients=10,
+            needs_data_root=True,
+            preset={
+                "num_server_rounds": 20,
+                "local_epochs": 1,
+                "batch_size": 64,
+                "learning_rate": 0.5,
+                "target_epsilon": 3.0,
+                "max_grad_norm": 1.0,
+            },
+        ),
+        "cifar10": Scenario(
+            name="cifar10",
+            dataset="cifar10",
+            description="the seed's task: CIFAR-10 (an ImageFolder of its images, or "
+            "torchvision's copy), 8,000 images to train and 2,000 to test",
+            default_clients=10,
+            needs_data_root=False,
+            preset={
+                "num_server_rounds": 20,
+                "local_epochs": 1,
+                "batch_size": 64,
+                "learning_rate": 0.5,
+                "target_epsilon": 8.0,
+                "max_grad_norm": 1.0,
+            },
+        ),
+    }
+)
+
+
+def scenario_preset(name: str) -> dict[str, Any]:
+    """The preset knobs of scenario ``name`` (a copy the caller may change)."""
+    return dict(SCENARIOS[name].preset)

@@ -1,0 +1,59 @@
+"""Configuration is validated once, with messages that name the key."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from task.config import DEFAULTS, ConfigError, RunConfig, resolve_config
+from task.scenarios import SCENARIOS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_take_the_scenario_preset():
+    config = resolve_config({"scenario": "hospitals"})
+    assert config.num_server_rounds == SCENARIOS["hospitals"].preset["num_server_rounds"]
+    assert config.batch_size == SCENARIOS["hospitals"].preset["batch_size"]
+
+
+def test_explicit_values_win_over_the_preset():
+    config = resolve_config({"scenario": "hospitals", "num-server-rounds": 3, "batch_size": 16})
+    assert (config.num_server_rounds, config.batch_size) == (3, 16)
+
+
+def test_pyproject_config_lists_every_knob_and_resolves():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    flower_config = pyproject["tool"]["flwr"]["app"]["config"]
+    assert set(flower_config) == set(DEFAULTS.to_flower())
+    config = resolve_config(flower_config)
+    assert config == resolve_config({})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"target-epsilon": -1.0}, "'target-epsilon' must be > 0"),
+        ({"dirichlet-alpha": 0.0}, "'dirichlet-alpha' must be > 0"),
+        ({"dirichlet-alpha": -2.0}, "'dirichlet-alpha' must be > 0"),
+        ({"scenario": "moon"}, "'scenario' must be one of digits, hospitals, banks, cifar10"),
+        ({"fraction-train": 1.5}, "'fraction-train' must be in (0, 1]"),
+        ({"delta": 1.0}, "'delta' must be in (0, 1)"),
+        ({"accountant": "gdp"}, "'accountant' must be one of"),
+        ({"partitioning": "random"}, "'partitioning' must be one of"),
+        ({"num-server-rounds": 2.5}, "'num-server-rounds' must be an integer"),
+        ({"dp": "maybe"}, "'dp' must be true or false"),
+        ({"learning-rte": 0.1}, "unknown config key 'learning-rte'"),
+    ],
+)
+def test_bad_values_name_the_key(overrides, fragment):
+    with pytest.raises(ConfigError) as error:
+        resolve_config(overrides)
+    assert fragment in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_flower_round_trip():
+    config = resolve_config({"scenario": "banks", "seed": 7})
+    assert resolve_config(config.to_flower()) == config
+    assert isinstance(config, RunConfig)
