@@ -1,0 +1,329 @@
+"""Messages exchanged by the SecAgg+ stages, as plain dataclasses.
+
+Every field is a ``str``, ``int``, ``float``, ``bytes``, a list of one of those, or a numpy
+array, so a message maps one-to-one onto Flower records (lists and scalars into a
+``ConfigRecord``, arrays into an ``ArrayRecord``). ``to_dict()`` returns exactly such a
+flat mapping and ``from_dict()`` rebuilds (and type-checks) the message from it.
+
+Stage by stage (``S`` = server, ``C_u`` = client ``u``; names in :class:`Stage`):
+
+=====================  ===================  ===========================================
+stage                  S -> C_u             C_u -> S
+=====================  ===================  ===========================================
+setup / share_keys     :class:`SetupMessage`  :class:`PublicKeys`
+share_secrets          :class:`NeighbourKeys` :class:`EncryptedShares`
+collect_masked_input   :class:`ForwardedShares` :class:`MaskedInput`
+unmask                 :class:`UnmaskRequest` :class:`UnmaskResponse`
+=====================  ===================  ===========================================
+
+Every message carries ``run_id`` and ``round_id`` so that a party can reject a message
+from another run or round before touching it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+from typing import Any, ClassVar
+
+import numpy as np
+
+from privacy.secagg.errors import SecAggProtocolError
+
+__all__ = [
+    "Stage",
+    "SetupMessage",
+    "PublicKeys",
+    "NeighbourKeys",
+    "EncryptedShare",
+    "EncryptedShares",
+    "ForwardedShares",
+    "MaskedInput",
+    "UnmaskRequest",
+    "UnmaskResponse",
+]
+
+
+class Stage:
+    """Stage names, used in errors, in ``drop_at`` of the driver and by the Flower glue."""
+
+    SETUP = "setup"
+    SHARE_KEYS = "share_keys"
+    SHARE_SECRETS = "share_secrets"
+    COLLECT_MASKED_INPUT = "collect_masked_input"
+    UNMASK = "unmask"
+
+    ALL = (SETUP, SHARE_KEYS, SHARE_SECRETS, COLLECT_MASKED_INPUT, UNMASK)
+
+
+def _convert(kind: str, name: str, value: Any) -> Any:
+    def bad() -> SecAggProtocolError:
+        return SecAggProtocolError(f"field '{name}' must be {kind}, got {type(value).__name__}")
+
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, Integral):
+            raise bad()
+        return int(value)
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, Real):
+            raise bad()
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    if kind == "bytes":
+        if not isinstance(value, (bytes, bytearray)):
+            raise bad()
+        return bytes(value)
+    if kind.startswith("list["):
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        inner = kind[5:-1]
+        return [_convert(inner, name, v) for v in value]
+    if kind == "np.ndarray":
+        if not isinstance(value, np.ndarray):
+            raise bad()
+        return value
+    raise AssertionError(f"unknown field kind {kind}")  # pragma: no cover
+
+
+class _Message:
+    """``to_dict``/``from_dict`` for dataclasses whose fields are plain types."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat mapping of field name to ``str``/``int``/``float``/``bytes``/list/array."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, (list, tuple)) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        """Rebuild the message from :meth:`to_dict` output, checking names and types."""
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        expected = {f.name for f in fields}
+        if set(data) != expected:
+            raise SecAggProtocolError(
+                f"{cls.__name__}: expected keys {sorted(expected)}, got {sorted(data)}"
+            )
+        return cls(**{f.name: _convert(str(f.type), f.name, data[f.name]) for f in fields})
+
+
+@dataclass(frozen=True)
+class SetupMessage(_Message):
+    """Stage ``setup`` (S -> all): the public parameters of the round.
+
+    ``client_ids`` is the cohort (sorted); every party derives the same neighbour graph from
+    ``(client_ids, degree, graph_seed, run_id, round_id)``.
+    """
+
+    run_id: str
+    round_id: int
+    client_ids: list[int]
+    threshold: int
+    degree: int
+    graph_seed: bytes
+    vector_length: int
+    clip_range: float
+    quant_bits: int
+    modulus_bits: int
+    rounding: str
+
+
+@dataclass(frozen=True)
+class PublicKeys(_Message):
+    """Stage ``share_keys`` (C_u -> S): ``c_u^PK`` (share encryption) and ``s_u^PK``
+    (mask agreement), raw 32-byte X25519 public keys."""
+
+    run_id: str
+    round_id: int
+    client_id: int
+    share_public_key: bytes
+    mask_public_key: bytes
+
+
+@dataclass(frozen=True)
+class NeighbourKeys(_Message):
+    """Stage ``share_secrets`` (S -> C_u): public keys of the neighbours of ``recipient``
+    (and of ``recipient`` itself) that completed ``share_keys``; parallel lists."""
+
+    run_id: str
+    round_id: int
+    recipient: int
+    client_ids: list[int]
+    share_public_keys: list[bytes]
+    mask_public_keys: list[bytes]
+
+    def __post_init__(self) -> None:
+        if not len(self.client_ids) == len(self.share_public_keys) == len(self.mask_public_keys):
+            raise SecAggProtocolError(
+                f"NeighbourKeys for client {self.recipient}: key lists differ in length"
+            )
+
+
+@dataclass(frozen=True)
+class EncryptedShare:
+    """One AES-256-GCM ciphertext of ``sender``'s shares for ``recipient``."""
+
+    sender: int
+    recipient: int
+    nonce: bytes
+    ciphertext: bytes
+
+
+def _shares_from_lists(
+    owner_field: str, owner: int, peers: Any, nonces: Any, ciphertexts: Any, peer_is_sender: bool
+) -> list[EncryptedShare]:
+    peers = _convert("list[int]", "peers", peers)
+    nonces = _convert("list[bytes]", "nonces", nonces)
+    ciphertexts = _convert("list[bytes]", "ciphertexts", ciphertexts)
+    if not len(peers) == len(nonces) == len(ciphertexts):
+        raise SecAggProtocolError(f"{owner_field}: share lists have different lengths")
+    return [
+        EncryptedShare(p, owner, n, c) if peer_is_sender else EncryptedShare(owner, p, n, c)
+        for p, n, c in zip(peers, nonces, ciphertexts, strict=True)
+    ]
+
+
+@dataclass(frozen=True)
+class EncryptedShares:
+    """Stage ``share_secrets`` (C_u -> S): one ciphertext per neighbour of ``sender``."""
+
+    run_id: str
+    round_id: int
+    sender: int
+    shares: list[EncryptedShare] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat mapping; the shares become parallel lists ``recipients``, ``nonces``,
+        ``ciphertexts``."""
+        return {
+            "run_id": self.run_id,
+            "round_id": self.round_id,
+            "sender": self.sender,
+            "recipients": [s.recipient for s in self.shares],
+            "nonces": [s.nonce for s in self.shares],
+            "ciphertexts": [s.ciphertext for s in self.shares],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EncryptedShares:
+        """Inverse of :meth:`to_dict`."""
+        keys = {"run_id", "round_id", "sender", "recipients", "nonces", "ciphertexts"}
+        if set(data) != keys:
+            raise SecAggProtocolError(f"EncryptedShares: expected keys {sorted(keys)}")
+        sender = _convert("int", "sender", data["sender"])
+        shares = _shares_from_lists(
+            "EncryptedShares",
+            sender,
+            data["recipients"],
+            data["nonces"],
+            data["ciphertexts"],
+            peer_is_sender=False,
+        )
+        return cls(
+            _convert("str", "run_id", data["run_id"]),
+            _convert("int", "round_id", data["round_id"]),
+            sender,
+            shares,
+        )
+
+
+@dataclass(frozen=True)
+class ForwardedShares:
+    """Stage ``collect_masked_input`` (S -> C_u): the ciphertexts addressed to
+    ``recipient`` by neighbours that completed ``share_secrets``."""
+
+    run_id: str
+    round_id: int
+    recipient: int
+    shares: list[EncryptedShare] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat mapping; the shares become parallel lists ``senders``, ``nonces``,
+        ``ciphertexts``."""
+        return {
+            "run_id": self.run_id,
+            "round_id": self.round_id,
+            "recipient": self.recipient,
+            "senders": [s.sender for s in self.shares],
+            "nonces": [s.nonce for s in self.shares],
+            "ciphertexts": [s.ciphertext for s in self.shares],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ForwardedShares:
+        """Inverse of :meth:`to_dict`."""
+        keys = {"run_id", "round_id", "recipient", "senders", "nonces", "ciphertexts"}
+        if set(data) != keys:
+            raise SecAggProtocolError(f"ForwardedShares: expected keys {sorted(keys)}")
+        recipient = _convert("int", "recipient", data["recipient"])
+        shares = _shares_from_lists(
+            "ForwardedShares",
+            recipient,
+            data["senders"],
+            data["nonces"],
+            data["ciphertexts"],
+            peer_is_sender=True,
+        )
+        return cls(
+            _convert("str", "run_id", data["run_id"]),
+            _convert("int", "round_id", data["round_id"]),
+            recipient,
+            shares,
+        )
+
+
+@dataclass(frozen=True)
+class MaskedInput(_Message):
+    """Stage ``collect_masked_input`` (C_u -> S): ``y_u`` as a ``uint64`` array of
+    elements of ``Z_{2^b}``."""
+
+    run_id: str
+    round_id: int
+    client_id: int
+    masked_vector: np.ndarray
+
+
+@dataclass(frozen=True)
+class UnmaskRequest(_Message):
+    """Stage ``unmask`` (S -> C_u): which neighbours of ``recipient`` (itself included)
+    sent a masked input (``survivors``) and which shared secrets but did not
+    (``dropped``). The two lists are disjoint."""
+
+    run_id: str
+    round_id: int
+    recipient: int
+    survivors: list[int]
+    dropped: list[int]
+
+
+@dataclass(frozen=True)
+class UnmaskResponse(_Message):
+    """Stage ``unmask`` (C_u -> S): shares of self-mask seeds of survivors and of mask
+    private keys of dropped clients (66-byte field elements); never both for one owner."""
+
+    run_id: str
+    round_id: int
+    client_id: int
+    seed_share_owners: list[int]
+    seed_shares: list[bytes]
+    key_share_owners: list[int]
+    key_shares: list[bytes]
+
+    _PAIRS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("seed_share_owners", "seed_shares"),
+        ("key_share_owners", "key_shares"),
+    )
+
+    def __post_init__(self) -> None:
+        for owners, shares in self._PAIRS:
+            if len(getattr(self, owners)) != len(getattr(self, shares)):
+                raise SecAggProtocolError(
+                    f"UnmaskResponse from client {self.client_id}: '{owners}' and "
+                    f"'{shares}' differ in length"
+                )
