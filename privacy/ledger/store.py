@@ -1,0 +1,460 @@
+"""The durable, append-only privacy ledger (SQLAlchemy over SQLite by default).
+
+Durability: on SQLite every connection runs in WAL mode with ``synchronous=FULL``, so a
+charge whose :meth:`PrivacyLedger.append` returned has been fsynced and survives a crash
+of the process or of the machine. Serialisation: every write runs in a ``BEGIN
+IMMEDIATE`` transaction, which takes SQLite's write lock *before* the chain head is read,
+so concurrent writers (threads or processes, each with its own ``PrivacyLedger``) always
+extend the chain one after another; unique constraints on ``(ledger_id, seq)`` make a
+fork impossible even if that were bypassed. On other databases (e.g. PostgreSQL) the
+head read takes a row lock on the ledger's meta row (``SELECT ... FOR UPDATE``).
+
+The public API can enrol clients, append charges, import entries signed elsewhere, read
+and verify. It has no way to update or delete anything.
+
+One ledger file per client (each client appends its own signed charges to a local file)
+and a coordinator's merged copy (:meth:`PrivacyLedger.merge_from`) both work: each entry
+keeps the chain of the ledger it was first appended to, and verification checks every
+such chain, plus every client's own chain, in the merged copy.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import Engine, Row, create_engine, event, func, insert, select
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import IntegrityError
+
+from .errors import LedgerError
+from .hashing import compute_entry_hash, signing_message
+from .models import CHARGE_FIELDS, GENESIS_HASH, LedgerEntry, LedgerHead, PrivacyCharge, utc_now_iso
+from .schema import SCHEMA_VERSION, client_keys, create_schema, ledger_entries, ledger_meta
+from .signing import Signer, load_public_key, public_key_id, raw_public_key, verify_signature
+from .verify import BadEntry, VerificationReport, verify_entries
+
+_WRITE = "fedshield_ledger_write"
+_BUSY_TIMEOUT_S = 30.0
+
+
+def _sqlite_engine_hooks(engine: Engine) -> None:
+    """WAL + synchronous=FULL on every connection; BEGIN IMMEDIATE for writes."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when and how to BEGIN.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
+
+
+def _to_url(location: str | os.PathLike[str] | URL) -> URL:
+    if isinstance(location, URL):
+        return location
+    text = os.fspath(location)
+    if "://" in text:
+        return make_url(text)
+    return URL.create("sqlite", database=str(Path(text).expanduser().resolve()))
+
+
+def _row_to_entry(row: Row[Any]) -> LedgerEntry:
+    values = row._mapping
+    return LedgerEntry(
+        charge=PrivacyCharge(**{name: values[name] for name in CHARGE_FIELDS}),
+        ledger_id=values["ledger_id"],
+        seq=values["seq"],
+        prev_hash=values["prev_hash"],
+        client_seq=values["client_seq"],
+        client_prev_hash=values["client_prev_hash"],
+        signer_key_id=values["signer_key_id"],
+        entry_hash=values["entry_hash"],
+        signature=bytes(values["signature"]),
+    )
+
+
+def _entry_to_row(entry: LedgerEntry) -> dict[str, Any]:
+    row = entry.charge.to_dict()
+    row.update(
+        ledger_id=entry.ledger_id,
+        seq=entry.seq,
+        prev_hash=entry.prev_hash,
+        client_seq=entry.client_seq,
+        client_prev_hash=entry.client_prev_hash,
+        signer_key_id=entry.signer_key_id,
+        entry_hash=entry.entry_hash,
+        signature=entry.signature,
+    )
+    return row
+
+
+class PrivacyLedger:
+    """A tamper-evident, append-only record of privacy charges.
+
+    ``location`` is a file path (SQLite) or any SQLAlchemy URL (``sqlite:///...``,
+    ``postgresql://...``). Open one ``PrivacyLedger`` per process; they may share a file.
+    With ``create=False`` a missing ledger is an error instead of being created.
+    """
+
+    def __init__(self, location: str | os.PathLike[str] | URL, *, create: bool = True) -> None:
+        url = _to_url(location)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            if not create and not Path(url.database).exists():
+                raise LedgerError(f"no ledger at {url.database}")
+        self._engine = create_engine(url, connect_args=self._connect_args(url))
+        if self._engine.dialect.name == "sqlite":
+            _sqlite_engine_hooks(self._engine)
+        try:
+            self._ledger_id = self._initialise(create)
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    @staticmethod
+    def _connect_args(url: URL) -> dict[str, Any]:
+        return {"timeout": _BUSY_TIMEOUT_S} if url.get_backend_name() == "sqlite" else {}
+
+    def _initialise(self, create: bool) -> str:
+        with self._write() as conn:
+            if create:
+                create_schema(conn)
+            elif not self._engine.dialect.has_table(conn, ledger_meta.name):
+                raise LedgerError("the database holds no privacy ledger")
+            rows = conn.execute(select(ledger_meta.c.key, ledger_meta.c.value))
+            meta = {key: value for key, value in rows}
+            if not meta:
+                meta = {
+                    "ledger_id": secrets.token_hex(16),
+                    "schema_version": SCHEMA_VERSION,
+                    "created_at": utc_now_iso(),
+                }
+                conn.execute(insert(ledger_meta), [{"key": k, "value": v} for k, v in meta.items()])
+            if meta.get("schema_version") != SCHEMA_VERSION:
+                raise LedgerError(
+                    f"ledger schema version {meta.get('schema_version')!r} is not supported "
+                    f"(expected {SCHEMA_VERSION!r})"
+                )
+            return meta["ledger_id"]
+
+    # -- transactions ---------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One serialised write transaction; commits (and fsyncs) on a clean exit."""
+        with self._engine.connect() as conn:
+            conn.execution_options(**{_WRITE: True})
+            with conn.begin():
+                if conn.dialect.name != "sqlite" and self._engine.dialect.has_table(conn, ledger_meta.name):
+                    conn.execute(
+                        select(ledger_meta.c.key).where(ledger_meta.c.key == "ledger_id").with_for_update()
+                    ).all()
+                yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """One read transaction: a consistent snapshot of the ledger."""
+        with self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    # -- identity -------------------------------------------------------------------
+
+    @property
+    def ledger_id(self) -> str:
+        """Random 128-bit id of this ledger file, covered by every entry hash it chains."""
+        return self._ledger_id
+
+    def head(self) -> LedgerHead | None:
+        """The last entry of this ledger's own chain (record it elsewhere as an anchor)."""
+        with self._read() as conn:
+            row = conn.execute(
+                select(ledger_entries.c.seq, ledger_entries.c.entry_hash)
+                .where(ledger_entries.c.ledger_id == self._ledger_id)
+                .order_by(ledger_entries.c.seq.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else LedgerHead(self._ledger_id, row.seq, row.entry_hash)
+
+    # -- enrolment ------------------------------------------------------------------
+
+    def enroll(self, client_id: str, public_key: Ed25519PublicKey | bytes) -> str:
+        """Register ``client_id``'s Ed25519 public key once; returns its key id.
+
+        Enrolling the same key again is a no-op; a different key for an enrolled client,
+        or a key already enrolled for another client, raises ``LedgerError``.
+        """
+        if not isinstance(client_id, str) or not client_id or client_id != client_id.strip():
+            raise ValueError(f"client_id must be a non-empty string without surrounding spaces, got {client_id!r}")
+        raw = raw_public_key(public_key)
+        key_id = public_key_id(raw)
+        with self._write() as conn:
+            existing = conn.execute(select(client_keys).where(client_keys.c.client_id == client_id)).first()
+            if existing is not None:
+                if bytes(existing.public_key) != raw:
+                    raise LedgerError(
+                        f"client {client_id!r} is already enrolled with key {existing.key_id[:16]}...; "
+                        "re-enrolling a different key is not allowed"
+                    )
+                return key_id
+            other = conn.execute(select(client_keys.c.client_id).where(client_keys.c.key_id == key_id)).first()
+            if other is not None:
+                raise LedgerError(f"key {key_id[:16]}... is already enrolled for client {other.client_id!r}")
+            conn.execute(
+                insert(client_keys).values(
+                    client_id=client_id, algorithm="ed25519", public_key=raw, key_id=key_id,
+                    enrolled_at=utc_now_iso(),
+                )
+            )
+        return key_id
+
+    def public_keys(self) -> dict[str, bytes]:
+        """The enrolment registry: client id -> raw 32-byte Ed25519 public key."""
+        with self._read() as conn:
+            return self._registry_raw(conn)
+
+    @staticmethod
+    def _registry_raw(conn: Connection) -> dict[str, bytes]:
+        rows = conn.execute(select(client_keys.c.client_id, client_keys.c.public_key, client_keys.c.key_id))
+        registry = {}
+        for client_id, raw, key_id in rows:
+            raw = bytes(raw)
+            # A registry row whose key id does not match its key is ignored: its client's
+            # entries then fail verification as "unknown signer".
+            if len(raw) == 32 and public_key_id(raw) == key_id:
+                registry[client_id] = raw
+        return registry
+
+    # -- appending ------------------------------------------------------------------
+
+    def append(self, charge: PrivacyCharge, signer: Signer) -> LedgerEntry:
+        """Chain, sign and durably record ``charge``; returns the stored entry.
+
+        Inside one serialised transaction: checks that ``signer`` holds the key enrolled
+        for ``charge.client_id``; refuses an ``epsilon_after`` lower than the last one
+        recorded for the same (run, client, unit, accountant, delta), since cumulative
+        epsilon cannot shrink and a smaller value would under-report (``ValueError``;
+        report ``max(previous, new)`` if an accountant's estimate is not monotone);
+        computes ``seq``/``prev_hash`` and ``client_seq``/``client_prev_hash`` from the
+        current heads; hashes; has ``signer`` sign the hash; checks the signature; inserts
+        and commits. When this returns, the charge is on disk.
+        """
+        if not isinstance(charge, PrivacyCharge):
+            raise TypeError(f"charge must be a PrivacyCharge, got {type(charge).__name__}")
+        entries = ledger_entries.c
+        with self._write() as conn:
+            enrolled = conn.execute(
+                select(client_keys.c.public_key, client_keys.c.key_id).where(
+                    client_keys.c.client_id == charge.client_id
+                )
+            ).first()
+            if enrolled is None:
+                raise LedgerError(f"client {charge.client_id!r} is not enrolled; call enroll() first")
+            if signer.public_key_id != enrolled.key_id:
+                raise LedgerError(
+                    f"signer key {signer.public_key_id[:16]}... is not the key enrolled for "
+                    f"client {charge.client_id!r}"
+                )
+            self._refuse_decreasing_epsilon(conn, charge)
+
+            head = conn.execute(
+                select(entries.seq, entries.entry_hash)
+                .where(entries.ledger_id == self._ledger_id)
+                .order_by(entries.seq.desc())
+                .limit(1)
+            ).first()
+            client_head = conn.execute(
+                select(entries.client_seq, entries.entry_hash)
+                .where(entries.ledger_id == self._ledger_id, entries.client_id == charge.client_id)
+                .order_by(entries.client_seq.desc())
+                .limit(1)
+            ).first()
+            chain = {
+                "ledger_id": self._ledger_id,
+                "seq": 1 if head is None else head.seq + 1,
+                "prev_hash": GENESIS_HASH if head is None else head.entry_hash,
+                "client_seq": 1 if client_head is None else client_head.client_seq + 1,
+                "client_prev_hash": GENESIS_HASH if client_head is None else client_head.entry_hash,
+                "signer_key_id": enrolled.key_id,
+            }
+            entry_hash = compute_entry_hash(charge, **chain)
+            signature = signer.sign(signing_message(entry_hash))
+            enrolled_key = load_public_key(bytes(enrolled.public_key))
+            if not verify_signature(enrolled_key, signature, signing_message(entry_hash)):
+                raise LedgerError("the signer's signature does not verify under the enrolled key")
+            entry = LedgerEntry(charge=charge, entry_hash=entry_hash, signature=signature, **chain)
+            conn.execute(insert(ledger_entries).values(**_entry_to_row(entry)))
+        return entry
+
+    @staticmethod
+    def _refuse_decreasing_epsilon(conn: Connection, charge: PrivacyCharge) -> None:
+        c = ledger_entries.c
+        previous = conn.execute(
+            select(c.epsilon_after)
+            .where(
+                c.run_id == charge.run_id,
+                c.client_id == charge.client_id,
+                c.unit == charge.unit,
+                c.accountant == charge.accountant,
+                c.delta == charge.delta,
+            )
+            .order_by(c.position.desc())
+            .limit(1)
+        ).scalar()
+        if previous is not None and charge.epsilon_after < previous:
+            raise ValueError(
+                f"epsilon_after {charge.epsilon_after!r} is lower than the {previous!r} already recorded "
+                f"for client {charge.client_id!r} in run {charge.run_id!r}; cumulative epsilon cannot "
+                "decrease (an accountant that forgot earlier rounds under-reports)"
+            )
+
+    # -- merging --------------------------------------------------------------------
+
+    def import_entries(self, entries: Iterable[LedgerEntry]) -> int:
+        """Add entries signed elsewhere (e.g. shipped from a client's local ledger).
+
+        Their signers must already be enrolled here. Entries already present (same
+        ledger id and seq, same hash) are skipped; a different entry at the same place
+        is a conflict (``LedgerError``). The new entries must continue their chains
+        without gaps; the whole resulting ledger is verified before anything is written,
+        and nothing is written if it does not verify. Returns the number imported.
+        """
+        incoming = list(entries)
+        with self._write() as conn:
+            rows = conn.execute(select(ledger_entries).order_by(ledger_entries.c.position))
+            existing = [_row_to_entry(row) for row in rows]
+            present = {(e.ledger_id, e.seq): e.entry_hash for e in existing}
+            new: list[LedgerEntry] = []
+            for entry in incoming:
+                place = (entry.ledger_id, entry.seq)
+                if place in present:
+                    if present[place] != entry.entry_hash:
+                        raise LedgerError(
+                            f"conflict: ledger {entry.ledger_id} entry {entry.seq} differs from "
+                            "the one stored here"
+                        )
+                    continue
+                present[place] = entry.entry_hash
+                new.append(entry)
+            if not new:
+                return 0
+            keys = {client: load_public_key(raw) for client, raw in self._registry_raw(conn).items()}
+            report = verify_entries(existing + new, keys)
+            if not report.ok:
+                raise LedgerError(f"refusing to import: the result would not verify ({report.first_bad})")
+            try:
+                conn.execute(insert(ledger_entries), [_entry_to_row(entry) for entry in new])
+            except IntegrityError as exc:
+                raise LedgerError(f"refusing to import: {exc.orig}") from exc
+        return len(new)
+
+    def merge_from(self, other: "PrivacyLedger") -> int:
+        """Enrol ``other``'s clients (same keys only) and import all of its entries."""
+        for client_id, raw in other.public_keys().items():
+            self.enroll(client_id, raw)
+        return self.import_entries(other.entries())
+
+    # -- reading --------------------------------------------------------------------
+
+    def entries(self, run_id: str | None = None, client_id: str | None = None) -> list[LedgerEntry]:
+        """Entries in the order they were written, optionally for one run and/or client."""
+        query = select(ledger_entries).order_by(ledger_entries.c.position)
+        if run_id is not None:
+            query = query.where(ledger_entries.c.run_id == run_id)
+        if client_id is not None:
+            query = query.where(ledger_entries.c.client_id == client_id)
+        with self._read() as conn:
+            return [_row_to_entry(row) for row in conn.execute(query)]
+
+    def clients(self) -> list[str]:
+        """Enrolled client ids, sorted (a client with no charge has spent epsilon 0)."""
+        with self._read() as conn:
+            query = select(client_keys.c.client_id).order_by(client_keys.c.client_id)
+            return list(conn.execute(query).scalars())
+
+    def runs(self) -> list[str]:
+        """Run ids, in the order of their first charge."""
+        c = ledger_entries.c
+        with self._read() as conn:
+            return list(
+                conn.execute(select(c.run_id).group_by(c.run_id).order_by(func.min(c.position))).scalars()
+            )
+
+    def latest_epsilon(self, client_id: str, run_id: str | None = None, unit: str = "sample") -> float:
+        """``epsilon_after`` of the client's last charge for ``unit`` (in ``run_id`` if given); 0.0 if none.
+
+        Without ``run_id`` this is the last charge in any run; epsilons of separate runs
+        over the same data are *not* composed here.
+        """
+        c = ledger_entries.c
+        query = select(c.epsilon_after).where(c.client_id == client_id, c.unit == unit)
+        if run_id is not None:
+            query = query.where(c.run_id == run_id)
+        with self._read() as conn:
+            value = conn.execute(query.order_by(c.position.desc()).limit(1)).scalar()
+        return 0.0 if value is None else float(value)
+
+    # -- verification ---------------------------------------------------------------
+
+    def verify(
+        self,
+        trusted_keys: Mapping[str, Ed25519PublicKey | bytes] | None = None,
+        expected_heads: Iterable[LedgerHead] = (),
+    ) -> VerificationReport:
+        """Check every hash, link, sequence number and signature (see :mod:`.verify`).
+
+        ``trusted_keys`` (client id -> public key) replaces the registry stored in this
+        database: pass keys obtained out of band when the file itself is not trusted.
+        ``expected_heads`` are heads recorded earlier; they reveal a truncated tail.
+        """
+        with self._read() as conn:
+            rows = conn.execute(select(ledger_entries).order_by(ledger_entries.c.position)).all()
+            registry = self._registry_raw(conn) if trusted_keys is None else trusted_keys
+        keys = {client: load_public_key(key) for client, key in registry.items()}
+
+        parsed: list[LedgerEntry] = []
+        unreadable: BadEntry | None = None
+        for row in rows:
+            try:
+                parsed.append(_row_to_entry(row))
+            except (ValueError, TypeError) as exc:
+                unreadable = BadEntry(
+                    seq=row.seq, client_id=row.client_id, round=row.round,
+                    reason=f"hash mismatch: content changed (stored row is not a valid charge: {exc})",
+                    ledger_id=row.ledger_id,
+                )
+                break
+        report = verify_entries(parsed, keys, () if unreadable else expected_heads)
+        if unreadable is not None and report.ok:
+            return VerificationReport(ok=False, entries_checked=report.entries_checked, first_bad=unreadable)
+        return report
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release database connections."""
+        self._engine.dispose()
+
+    def __enter__(self) -> "PrivacyLedger":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        url = self._engine.url.render_as_string(hide_password=True)
+        return f"PrivacyLedger({url!r}, ledger_id={self._ledger_id!r})"
