@@ -113,7 +113,20 @@ def simulate(
     )
 
 
+def _register_commands() -> None:
+    """Further commands live in fedshield/commands/, one module each."""
+    from importlib import import_module
+
+    from fedshield.commands import COMMAND_GROUPS, COMMANDS
+
+    for name, module_path in COMMAND_GROUPS.items():
+        app.add_typer(import_module(module_path).app, name=name)
+    for name, module_path in COMMANDS.items():
+        app.command(name)(import_module(module_path).command)
+
+
 def main() -> None:
+    _register_commands()
     app()
 
 

@@ -1,0 +1,10 @@
+"""Further commands of ``fedshield``, one module each, registered by ``fedshield.cli``.
+
+``COMMAND_GROUPS``: name -> module exposing a ``typer.Typer`` named ``app`` (``fedshield
+ledger verify``); ``COMMANDS``: name -> module exposing a function named ``command``
+(``fedshield report RUN``). Keep the modules' top-level imports light: heavy imports go
+inside the command functions, so ``fedshield --help`` stays fast.
+"""
+
+COMMAND_GROUPS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {}
