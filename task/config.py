@@ -59,6 +59,7 @@ class RunConfig:
     server_learning_rate: float = 1.0
     server_momentum: float = 0.9
     out_dir: str = "runs"
+    round_timeout: float = 0.0
 
     def to_flower(self) -> dict[str, bool | int | float | str]:
         """The config as Flower run-config items (kebab-case keys, scalar values)."""
@@ -178,3 +179,5 @@ def validate_config(config: RunConfig) -> None:
     _require(0.0 <= c.server_momentum < 1.0, "server-momentum", "in [0, 1)",
              c.server_momentum)
     _require(bool(c.out_dir), "out-dir", "a directory path", c.out_dir)
+    _require(c.round_timeout >= 0, "round-timeout", ">= 0 seconds (0 = no limit)",
+             c.round_timeout)

@@ -185,9 +185,10 @@ def load_dataset(
         name: ``digits``, ``mnist``, ``cifar10``, ``pneumoniamnist`` or another 2D
             MedMNIST flag, or ``imagefolder:<path>``.
         data_root: the folder holding ``mnist/``, ``cifar10/``, ``<medmnist flag>/``;
-            not needed for ``digits``.
+            not needed for ``digits``; ``None`` or ``""`` for none.
         seed: seeds the stratified split of datasets without an official one.
-        image_size: side length for ``imagefolder:`` datasets (default 32).
+        image_size: side length for ``imagefolder:`` datasets (default 32); ignored
+            by the others.
 
     Returns:
         The cached ``DatasetSplits``; do not modify its tensors in place.
@@ -198,10 +199,11 @@ def load_dataset(
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"dataset name must be a non-empty string, got {name!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    seed = int(seed)
     name = name.strip()
-    root = _resolve(data_root) if data_root is not None else None
+    root = _resolve(data_root) if data_root not in (None, "") else None
     if name.lower().startswith(IMAGEFOLDER_PREFIX):
         size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -255,7 +257,13 @@ def _load_digits(seed: int) -> DatasetSplits:
     )
     labels = bunch.target.astype(np.int64)
     train_idx, test_idx = _stratified_split(labels, TEST_FRACTION, seed, "digits")
-    train, test = _normalised_pair(images, labels, train_idx, test_idx, _DIGIT_CLASSES)
+    train, test = _normalised_pair(
+        images[torch.from_numpy(train_idx)],
+        labels[train_idx],
+        images[torch.from_numpy(test_idx)],
+        labels[test_idx],
+        _DIGIT_CLASSES,
+    )
     source = (
         f"scikit-learn load_digits (8x8, upsampled to 32x32): {len(train)}/{len(test)} "
         f"stratified split, seed {seed}"
@@ -304,11 +312,9 @@ def _load_medmnist(flag: str, root: Path) -> DatasetSplits:
         imgs = imgs[:, None] if imgs.ndim == 3 else imgs.transpose(0, 3, 1, 2)
         arrays.append((imgs, np.asarray(part.labels).reshape(-1).astype(np.int64)))
     (tr_x, tr_y), (te_x, te_y) = arrays
-    images = _uint8_to_unit(np.concatenate([tr_x, te_x]))
-    labels = np.concatenate([tr_y, te_y])
-    train_idx = np.arange(len(tr_y))
-    test_idx = np.arange(len(tr_y), len(labels))
-    train, test = _normalised_pair(images, labels, train_idx, test_idx, classes)
+    train, test = _normalised_pair(
+        _uint8_to_unit(tr_x), tr_y, _uint8_to_unit(te_x), te_y, classes
+    )
     source = (
         f"MedMNIST v2 {flag} (28x28) from {folder / f'{flag}.npz'}: official train "
         f"({len(train)}) and test ({len(test)}) splits, validation split unused"
@@ -379,20 +385,23 @@ def _load_mnist(root: Path, seed: int) -> DatasetSplits:
     test_x, test_y = _read_mnist_pair(folder, *_MNIST_TEST)
     if all((folder / f).is_file() for f in _MNIST_TRAIN):
         train_x, train_y = _read_mnist_pair(folder, *_MNIST_TRAIN)
-        images = _uint8_to_unit(np.concatenate([train_x, test_x])[:, None])
-        labels = np.concatenate([train_y, test_y])
-        train_idx = np.arange(len(train_y))
-        test_idx = np.arange(len(train_y), len(labels))
-        how = f"official train ({len(train_idx)}) and test ({len(test_idx)}) splits"
+        how = f"official train ({len(train_y)}) and test ({len(test_y)}) splits"
     else:
-        images = _uint8_to_unit(test_x[:, None])
-        labels = test_y
+        pixels, labels = test_x, test_y
         train_idx, test_idx = _stratified_split(labels, TEST_FRACTION, seed, "mnist")
+        train_x, train_y = pixels[train_idx], labels[train_idx]
+        test_x, test_y = pixels[test_idx], labels[test_idx]
         how = (
             f"official test set only, split {len(train_idx)}/{len(test_idx)} "
             f"stratified, seed {seed}"
         )
-    train, test = _normalised_pair(images, labels, train_idx, test_idx, _DIGIT_CLASSES)
+    train, test = _normalised_pair(
+        _uint8_to_unit(train_x[:, None]),
+        train_y,
+        _uint8_to_unit(test_x[:, None]),
+        test_y,
+        _DIGIT_CLASSES,
+    )
     return DatasetSplits("mnist", train, test, f"MNIST idx files in {folder}: {how}")
 
 
@@ -424,9 +433,7 @@ def _load_cifar10_imagefolder(folder: Path, seed: int) -> DatasetSplits:
             f"{', '.join(CIFAR10_CLASSES)}, found {', '.join(classes)}"
         )
     train_idx, test_idx = _stratified_split(labels, TEST_FRACTION, seed, "cifar10")
-    train, test = _normalised_pair(
-        _uint8_to_unit(pixels), labels, train_idx, test_idx, CIFAR10_CLASSES
-    )
+    train, test = _split_pixels(pixels, labels, train_idx, test_idx, CIFAR10_CLASSES)
     source = (
         f"CIFAR-10 test set as ImageFolder at {folder}: {len(labels)} images split "
         f"{len(train)}/{len(test)} stratified, seed {seed}"
@@ -439,20 +446,20 @@ def _load_cifar10_batches(root: Path, download: bool) -> DatasetSplits:
 
     try:
         parts = [CIFAR10(str(root), train=t, download=download) for t in (True, False)]
-    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted."
+    except (RuntimeError, OSError) as err:  # "Dataset not found or corrupted.", no network
+        what = "download CIFAR-10 into" if download else "read CIFAR-10 pickles in"
         raise DataRootError(
-            f"cannot read CIFAR-10 pickles in '{root / 'cifar-10-batches-py'}': {err}"
+            f"cannot {what} '{root / 'cifar-10-batches-py'}': {err} — pass --data-root "
+            "pointing at the folder that contains cifar10/"
         ) from err
     (tr_x, tr_y), (te_x, te_y) = [
         (np.asarray(p.data).transpose(0, 3, 1, 2), np.asarray(p.targets, dtype=np.int64))
         for p in parts
     ]
-    images = _uint8_to_unit(np.concatenate([tr_x, te_x]))
-    labels = np.concatenate([tr_y, te_y])
-    train_idx = np.arange(len(tr_y))
-    test_idx = np.arange(len(tr_y), len(labels))
     classes = tuple(parts[0].classes)  # from batches.meta: CIFAR10_CLASSES
-    train, test = _normalised_pair(images, labels, train_idx, test_idx, classes)
+    train, test = _normalised_pair(
+        _uint8_to_unit(tr_x), tr_y, _uint8_to_unit(te_x), te_y, classes
+    )
     source = (
         f"CIFAR-10 python pickles in {root / 'cifar-10-batches-py'}: official train "
         f"({len(train)}) and test ({len(test)}) splits"
@@ -477,7 +484,7 @@ def _load_imagefolder(folder: Path, seed: int, size: int) -> DatasetSplits:
     classes, pixels, labels = _read_image_folder(folder, size, channels=None)
     what = f"image folder '{folder}'"
     train_idx, test_idx = _stratified_split(labels, TEST_FRACTION, seed, what)
-    train, test = _normalised_pair(_uint8_to_unit(pixels), labels, train_idx, test_idx, classes)
+    train, test = _split_pixels(pixels, labels, train_idx, test_idx, classes)
     source = (
         f"ImageFolder {folder}: {len(labels)} images resized to {size}x{size}, split "
         f"{len(train)}/{len(test)} stratified, seed {seed}"
@@ -614,28 +621,51 @@ def _uint8_to_unit(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(pixels.astype(np.float32) / np.float32(255.0))
 
 
-def _normalised_pair(
-    images: torch.Tensor,
+def _split_pixels(
+    pixels: np.ndarray,
     labels: np.ndarray,
     train_idx: np.ndarray,
     test_idx: np.ndarray,
     classes: tuple[str, ...],
 ) -> tuple[ImageData, ImageData]:
-    """Train/test ImageData normalised with the training split's per-channel statistics."""
-    train_x = images[torch.from_numpy(train_idx)]
-    test_x = images[torch.from_numpy(test_idx)]
+    """Normalised train/test ImageData from uint8 pixels and index lists."""
+    return _normalised_pair(
+        _uint8_to_unit(pixels[train_idx]),
+        labels[train_idx],
+        _uint8_to_unit(pixels[test_idx]),
+        labels[test_idx],
+        classes,
+    )
+
+
+def _normalised_pair(
+    train_x: torch.Tensor,
+    train_y: np.ndarray,
+    test_x: torch.Tensor,
+    test_y: np.ndarray,
+    classes: tuple[str, ...],
+) -> tuple[ImageData, ImageData]:
+    """Train/test ImageData normalised with the training split's per-channel statistics.
+
+    ``train_x`` and ``test_x`` are float32 in [0, 1], owned by the caller and
+    normalised in place.
+    """
     stats = train_x.to(torch.float64)
     mean = stats.mean(dim=(0, 2, 3))
     std = stats.std(dim=(0, 2, 3), unbiased=False)
+    del stats
     std = torch.where(std > 0, std, torch.ones_like(std))
     shift = mean.to(torch.float32).view(1, -1, 1, 1)
     scale = std.to(torch.float32).view(1, -1, 1, 1)
     train_x.sub_(shift).div_(scale)
     test_x.sub_(shift).div_(scale)
-    label_t = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
     mean_t = tuple(float(m) for m in mean)
     std_t = tuple(float(s) for s in std)
     return (
-        ImageData(train_x, label_t[torch.from_numpy(train_idx)], classes, mean_t, std_t),
-        ImageData(test_x, label_t[torch.from_numpy(test_idx)], classes, mean_t, std_t),
+        ImageData(train_x, _labels_tensor(train_y), classes, mean_t, std_t),
+        ImageData(test_x, _labels_tensor(test_y), classes, mean_t, std_t),
     )
+
+
+def _labels_tensor(labels: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(labels, dtype=np.int64))
