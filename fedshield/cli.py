@@ -104,12 +104,14 @@ def simulate(
     if json_out:
         print(json.dumps(summary, indent=2, sort_keys=True))
         return
-    eps = f"epsilon {summary['epsilon_max']:.4f} (delta {summary['delta']:g})" if summary["dp"] else "no DP"
+    privacy = (f"largest epsilon {summary['epsilon_max']:.4f} (delta {summary['delta']:g})"
+               if summary["dp"] else "no DP")
     console.print(
         f"[bold green]done[/]: {summary['rounds_completed']} rounds, {summary['clients']} clients, "
-        f"accuracy {summary['accuracy']:.4f}, largest {eps}, {summary['seconds']:.1f} s\n"
+        f"accuracy {summary['accuracy']:.4f}, {privacy}, {summary['seconds']:.1f} s\n"
         f"{summary['stop_reason']}; results in {summary['results_dir']}",
         highlight=False,
+        soft_wrap=True,
     )
 
 

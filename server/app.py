@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import logging
+from logging import INFO
 
 from flwr.app import Context
+from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
 from server.federation import RoundCallback, run_federation
 from server.results import RoundRecord
 from task.config import RunConfig, resolve_config
 
-log = logging.getLogger(__name__)
-
 
 def log_round(record: RoundRecord) -> None:
     """Report a finished round in the log (the default when no progress bar is shown)."""
-    log.warning(
+    log(
+        INFO,
         "round %d: accuracy %.4f, loss %.4f, largest epsilon %.4f (%d trained, %d declined)",
         record.server_round, record.accuracy, record.loss, record.epsilon_max,
         record.trained, record.declined,
@@ -34,7 +34,8 @@ def make_server_app(config: RunConfig | None = None, on_round: RoundCallback | N
         summary = run_federation(grid, run_config, on_round=on_round or log_round)
         if on_summary is not None:
             on_summary(summary)
-        log.warning(
+        log(
+            INFO,
             "run %s finished: accuracy %.4f, largest epsilon %.4f; results in %s",
             summary["run_id"], summary["accuracy"], summary["epsilon_max"],
             summary["results_dir"],

@@ -66,7 +66,9 @@ def simulate(
     check_feasible(config, num_clients)
     summaries: list[dict] = []
     if not verbose:
-        logging.getLogger("flwr").setLevel(logging.WARNING)
+        # Flower announces run_simulation's deprecation at WARNING on every run; our own
+        # round log and progress bar carry what the user needs.
+        logging.getLogger("flwr").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
     run_simulation(
         server_app=make_server_app(config, on_round=on_round, on_summary=summaries.append),

@@ -133,7 +133,7 @@ def resolve_config(overrides: Mapping[str, Any] | None = None) -> RunConfig:
             f"config key 'scenario' must be one of {', '.join(SCENARIOS)}, got {scenario!r}"
         )
     merged = asdict(DEFAULTS)
-    merged.update(scenario_preset(scenario))
+    merged.update(scenario_preset(scenario, dp=given.get("dp", DEFAULTS.dp)))
     for key, value in given.items():
         if key in SCENARIO_TUNED and value in (0, 0.0, ""):
             continue

@@ -21,6 +21,9 @@ class Scenario:
     default_clients: int
     needs_data_root: bool
     preset: Mapping[str, Any] = field(default_factory=dict)
+    # Overrides of ``preset`` for non-private baselines: without clipping, raw gradients
+    # are larger than the clipped ones the DP learning rate was tuned for.
+    non_private: Mapping[str, Any] = field(default_factory=lambda: {"learning_rate": 0.1})
 
 
 SCENARIOS: Mapping[str, Scenario] = MappingProxyType(
@@ -93,6 +96,7 @@ SCENARIOS: Mapping[str, Scenario] = MappingProxyType(
 )
 
 
-def scenario_preset(name: str) -> dict[str, Any]:
-    """The preset knobs of scenario ``name`` (a copy the caller may change)."""
-    return dict(SCENARIOS[name].preset)
+def scenario_preset(name: str, dp: bool = True) -> dict[str, Any]:
+    """The preset knobs of scenario ``name`` with or without DP (a copy)."""
+    scenario = SCENARIOS[name]
+    return {**scenario.preset, **({} if dp else scenario.non_private)}
