@@ -17,6 +17,8 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from task.secure_vector import PUBLIC_METRICS
+
 log = logging.getLogger(__name__)
 
 # Metrics a client reports that depend on its data: only their weighted sums leave the
@@ -30,10 +32,14 @@ class ClientReport:
 
     node_id: int
     client_id: str
-    status: str  # "trained", "declined", "failed" or "dropped"
+    # "trained" (its update is in the sum), "declined", "failed", "dropped" (no reply, or
+    # left secure aggregation midway) or "aborted" (its round was abandoned)
+    status: str
     epsilon: float | None = None
     reason: str = ""
     public: dict[str, float] = field(default_factory=dict)
+    # The client's signed ledger entries, head and budget (client.ledger_charge), if sent.
+    ledger: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -44,6 +50,7 @@ class RoundAggregate:
     weight_sum: float
     metric_sums: dict[str, float]
     reports: list[ClientReport]
+    aborted: str = ""  # why the round produced no aggregate ("" when it did)
 
     @property
     def trained(self) -> list[ClientReport]:
@@ -52,10 +59,6 @@ class RoundAggregate:
     def mean_update(self) -> dict[str, np.ndarray]:
         """The weighted mean update, sum_i n_i Delta_i / sum_i n_i."""
         return {k: v / self.weight_sum for k, v in self.update_sum.items()}
-
-
-# Values a client publishes in the clear: its privacy parameters, which the auditor needs.
-PUBLIC_METRICS = ("noise-multiplier", "sample-rate", "delta", "max-grad-norm", "steps")
 
 
 def train_messages(
@@ -92,6 +95,7 @@ def parse_report(reply: Message, node_id: int) -> ClientReport:
         epsilon=None if epsilon is None else float(epsilon),
         reason=str(status.get("reason", "")),
         public={k: float(metrics[k]) for k in PUBLIC_METRICS if k in metrics},
+        ledger=dict(reply.content["ledger"]) if "ledger" in reply.content else {},
     )
 
 

@@ -1,0 +1,344 @@
+"""Secure aggregation (SecAgg+) on Flower's Message API: the server learns only the sum.
+
+:class:`SecureWorkflow` has the interface of :class:`server.workflow.PlainWorkflow`, but a
+round is four Message rounds driving the protocol core in :mod:`privacy.secagg`
+(Bonawitz et al., CCS 2017; Bell et al., CCS 2020; the messages are in
+:mod:`task.secagg_wire`)::
+
+    secagg_setup          model + public round parameters  ->  status, epsilon, public keys
+    secagg_share_secrets  neighbours' public keys          ->  encrypted Shamir shares
+    secagg_masked_input   shares addressed to the client   ->  masked input y_u
+    secagg_unmask         who survived, who dropped        ->  seed / key shares
+
+Each client trains on receiving ``secagg_setup`` and keeps its input on its node until it
+sends it masked. The input is one vector holding the weighted update, the weight and every
+data-dependent metric (:mod:`task.secure_vector`); only the client's id, status, epsilon and
+mechanism parameters travel in the clear. The server therefore receives, per client, only
+uniformly distributed masked vectors, public keys and ciphertexts it cannot open.
+
+Dropouts. A node that does not answer a stage, answers with an error, or reports a
+protocol failure has dropped out at that stage: the protocol excludes it (before sending
+its masked input) or unmasks the sum without it (its pairwise masks are rebuilt from its
+neighbours' key shares). Clients that drop after sending their masked input stay in the
+sum. When fewer than ``t`` clients survive a stage (overall or in some neighbourhood), the
+round is aborted: :meth:`SecureWorkflow.run_round` returns an aggregate with ``aborted``
+set, the federation keeps the global model, and the next round starts afresh.
+
+Threshold: ``t = max(floor(m / 2) + 1, ceil(f * m))`` for a neighbourhood of ``m`` clients
+(``m = n`` up to 20 clients, ``k + 1`` with ``k ~ log2 n`` neighbours beyond) and
+``f = secagg-threshold-fraction``; ``t > m / 2`` keeps any ``t - 1`` colluding
+neighbours from learning anything and stops a server from obtaining both secrets of one
+client.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from privacy.secagg import (
+    EncryptedShares,
+    MaskedInput,
+    PublicKeys,
+    SecAggConfig,
+    SecAggError,
+    SecAggProtocolError,
+    SecAggResult,
+    SecAggServer,
+    UnmaskResponse,
+    default_threshold,
+    resolve_round_parameters,
+)
+from server.workflow import ClientReport, RoundAggregate, parse_report
+from task import secagg_wire as wire
+from task.config import RunConfig
+from task.records import from_record
+from task.secure_vector import VectorLayout
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SecureWorkflow", "SecureRound", "protocol_config"]
+
+_M = TypeVar("_M")
+
+
+def protocol_config(config: RunConfig, cohort_size: int) -> SecAggConfig:
+    """The protocol settings for a cohort of ``cohort_size``: default neighbour graph,
+    threshold from ``secagg-threshold-fraction``, quantisation range ``secagg-clip-range``."""
+    degree, _ = resolve_round_parameters(SecAggConfig(), cohort_size)
+    members = degree + 1
+    threshold = max(
+        default_threshold(members), math.ceil(config.secagg_threshold_fraction * members)
+    )
+    return SecAggConfig(threshold=threshold, degree=degree, clip_range=config.secagg_clip_range)
+
+
+@dataclass
+class SecureRound:
+    """What ``summary.json`` records about one round of secure aggregation.
+
+    ``dropouts`` maps each protocol stage to the clients of the cohort that did not
+    complete it (declined, failed, no reply, protocol error), in order of stages.
+    """
+
+    server_round: int
+    cohort: int
+    threshold: int
+    degree: int
+    dropouts: dict[str, list[str]] = field(default_factory=dict)
+    contributors: int = 0
+    aborted: str | None = None
+    clipped_coordinates: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _Round:
+    """The server's bookkeeping for one round: who is who, who left when and why."""
+
+    def __init__(self, cohort: Sequence[int], record: SecureRound) -> None:
+        self.cohort = sorted(cohort)
+        self.index = {node: i for i, node in enumerate(self.cohort)}
+        self.reports: dict[int, ClientReport] = {}
+        self.left: dict[int, tuple[str, str]] = {}
+        self.record = record
+
+    def name(self, node: int) -> str:
+        report = self.reports.get(node)
+        return report.client_id if report else f"node-{node}"
+
+    def drop(self, node: int, stage: str, why: str) -> None:
+        self.left.setdefault(node, (stage, why))
+        self.record.dropouts.setdefault(stage, []).append(self.name(node))
+        log.warning("round %d: %s left secure aggregation at stage '%s': %s",
+                    self.record.server_round, self.name(node), stage, why)
+
+    def final_reports(self, contributors: set[int], aborted: str | None) -> list[ClientReport]:
+        """Statuses once the round is over: "trained" means "in the sum"."""
+        for node, report in self.reports.items():
+            if report.status != "trained":
+                continue
+            in_sum = aborted is None and self.index[node] in contributors
+            if node in self.left and not in_sum:
+                stage, why = self.left[node]
+                report.status = "dropped"
+                report.reason = f"left secure aggregation at stage '{stage}': {why}"
+            elif not in_sum:
+                report.status, report.reason = "aborted", str(aborted)
+        return [self.reports[n] for n in self.cohort]
+
+
+class SecureWorkflow:
+    """Runs each round as SecAgg+ over the Message API; returns only the sum."""
+
+    secure = True
+
+    def __init__(self, config: RunConfig) -> None:
+        self._config = config
+        # Bound into every key and ciphertext, so nothing replays across runs.
+        self._run_nonce = secrets.token_hex(8)
+        self.rounds: list[SecureRound] = []
+
+    def describe(self) -> dict:
+        """``secure_aggregation``, its parameters and what happened in every round."""
+        c = self._config
+        defaults = SecAggConfig()
+        per_client = c.secagg_clip_range / ((1 << defaults.quant_bits) - 2)
+        unit = 1.0 if c.client_dp else c.secagg_weight_scale
+        return {
+            "secure_aggregation": True,
+            "secure_aggregation_parameters": {
+                "protocol": "SecAgg+ (Bonawitz et al. 2017; Bell et al. 2020) on Flower's "
+                "Message API",
+                "key_agreement": "X25519 + HKDF-SHA256, fresh keys per round",
+                "masks": "ChaCha20 keystream over Z_2^b, 256-bit keys",
+                "secret_sharing": "Shamir over GF(2^521 - 1), shares under AES-256-GCM",
+                "threshold_fraction": c.secagg_threshold_fraction,
+                "full_graph_max_clients": defaults.full_graph_max_clients,
+                "clip_range": c.secagg_clip_range,
+                "weight_scale": c.secagg_weight_scale,
+                "quant_bits": defaults.quant_bits,
+                "modulus_bits": defaults.modulus_bits,
+                "rounding": defaults.rounding,
+                "update_weights": "uniform" if c.client_dp else "num-examples",
+                "error_bound_per_client": unit * per_client,
+                "client_dp": (
+                    {"noise_multiplier": c.client_noise_multiplier,
+                     "clip_norm": c.client_clip_norm}
+                    if c.client_dp else None
+                ),
+            },
+            "secure_aggregation_rounds": [asdict(r) for r in self.rounds],
+        }
+
+    def run_round(
+        self,
+        grid: Grid,
+        node_ids: Sequence[int],
+        arrays: ArrayRecord,
+        config: dict,
+        server_round: int,
+        timeout: float | None = None,
+    ) -> RoundAggregate:
+        """One round of SecAgg+ over ``node_ids``; the sum of the contributors' inputs."""
+        layout = VectorLayout.for_run(from_record(arrays), self._config)
+        params = protocol_config(self._config, len(node_ids))
+        server = SecAggServer(
+            range(len(node_ids)),
+            layout.length,
+            params,
+            run_id=f"{grid.run.run_id}:{self._run_nonce}",
+            round_id=server_round,
+        )
+        record = SecureRound(server_round, len(node_ids), server.threshold, server.degree)
+        self.rounds.append(record)
+        state = _Round(node_ids, record)
+        try:
+            result = self._protocol(grid, server, state, arrays, config, timeout)
+        except SecAggError as error:
+            record.aborted = str(error)
+            return RoundAggregate({}, 0.0, {}, state.final_reports(set(), record.aborted),
+                                  aborted=record.aborted)
+        totals = layout.unpack(result.aggregate)
+        record.contributors = result.num_contributors
+        record.clipped_coordinates = totals.clipped_coordinates
+        if totals.clipped_coordinates:
+            log.warning(
+                "round %d: %d input coordinate(s) fell outside [-R, R] and were clipped; "
+                "raise secagg-clip-range or secagg-weight-scale",
+                server_round, totals.clipped_coordinates,
+            )
+        return RoundAggregate(
+            totals.update_sum,
+            totals.weight_sum,
+            totals.metric_sums,
+            state.final_reports(set(result.contributors), None),
+        )
+
+    # ------------------------------------------------------------------ stages
+    def _protocol(
+        self,
+        grid: Grid,
+        server: SecAggServer,
+        state: _Round,
+        arrays: ArrayRecord,
+        config: dict,
+        timeout: float | None,
+    ) -> SecAggResult:
+        setup = wire.to_records(server.setup())
+        contents = {
+            node: RecordDict({
+                "arrays": arrays,
+                "config": ConfigRecord(config),
+                **setup,
+                wire.RECIPIENT_KEY: ConfigRecord({"client-id": state.index[node]}),
+            })
+            for node in state.cohort
+        }
+        replies = self._exchange(grid, wire.SETUP, contents, state, timeout)
+        keys = []
+        for node in state.cohort:
+            reply = replies.get(node)
+            if reply is None:
+                state.reports[node] = ClientReport(
+                    node, f"node-{node}", "dropped", reason="no reply before the timeout"
+                )
+            else:
+                state.reports[node] = parse_report(reply, node)
+            report = state.reports[node]
+            if report.status != "trained":
+                state.record.dropouts.setdefault(wire.STAGE_OF_ACTION[wire.SETUP], []).append(
+                    report.client_id
+                )
+                continue
+            message = self._parse(reply, PublicKeys, "client_id", state, node, wire.SETUP)
+            if message is not None:
+                keys.append(message)
+        neighbour_keys = server.collect_public_keys(keys)
+        shares = self._stage(grid, wire.SHARE_SECRETS, neighbour_keys, EncryptedShares,
+                             "sender", state, timeout)
+        forwarded = server.collect_encrypted_shares(shares)
+        masked = self._stage(grid, wire.MASKED_INPUT, forwarded, MaskedInput, "client_id",
+                             state, timeout)
+        requests = server.collect_masked_inputs(masked)
+        responses = self._stage(grid, wire.UNMASK, requests, UnmaskResponse, "client_id",
+                                state, timeout)
+        return server.collect_unmask_responses(responses)
+
+    def _stage(
+        self,
+        grid: Grid,
+        action: str,
+        outgoing: Mapping[int, Any],
+        cls: type[_M],
+        sender_field: str,
+        state: _Round,
+        timeout: float | None,
+    ) -> list[_M]:
+        """Send each client its stage message; parse the replies, dropping the failures."""
+        contents = {state.cohort[i]: RecordDict(wire.to_records(m)) for i, m in outgoing.items()}
+        replies = self._exchange(grid, action, contents, state, timeout)
+        received = []
+        for node in contents:
+            reply = replies.get(node)
+            if reply is None:
+                state.drop(node, wire.STAGE_OF_ACTION[action], "no reply before the timeout")
+                continue
+            message = self._parse(reply, cls, sender_field, state, node, action)
+            if message is not None:
+                received.append(message)
+        return received
+
+    @staticmethod
+    def _parse(
+        reply: Message, cls: type[_M], sender_field: str, state: _Round, node: int, action: str
+    ) -> _M | None:
+        """The protocol message in ``reply``, or ``None`` after recording why there is none."""
+        stage = wire.STAGE_OF_ACTION[action]
+        if reply.has_error():
+            state.drop(node, stage, reply.error.reason)
+            return None
+        status = reply.content["status"]
+        if str(status["status"]) != ("trained" if action == wire.SETUP else "ok"):
+            state.drop(node, stage, str(status.get("reason", status["status"])))
+            return None
+        try:
+            message = wire.from_records(reply.content, cls)
+        except SecAggProtocolError as error:
+            state.drop(node, stage, f"malformed reply: {error}")
+            return None
+        claimed = getattr(message, sender_field)
+        if claimed != state.index[node]:
+            state.drop(node, stage, f"reply claims to come from client {claimed}")
+            return None
+        return message
+
+    @staticmethod
+    def _exchange(
+        grid: Grid,
+        action: str,
+        contents: Mapping[int, RecordDict],
+        state: _Round,
+        timeout: float | None,
+    ) -> dict[int, Message]:
+        """One Message round: ``contents[node]`` to each node, replies by node id."""
+        started = time.perf_counter()
+        messages = [
+            Message(
+                content=content,
+                message_type=wire.message_type(action),
+                dst_node_id=node,
+                group_id=str(state.record.server_round),
+            )
+            for node, content in contents.items()
+        ]
+        replies = {m.metadata.src_node_id: m for m in grid.send_and_receive(messages, timeout=timeout)}
+        state.record.seconds[wire.STAGE_OF_ACTION[action]] = time.perf_counter() - started
+        return replies

@@ -1,0 +1,160 @@
+"""What secure aggregation costs: round time with and without it, same data and clients.
+
+    python -m simulations.bench_secagg                      # 10, 50 and 100 clients
+    python -m simulations.bench_secagg --clients 10 --rounds 2
+
+For each cohort size it runs the digits scenario (DP-SGD on, every client every round)
+twice in one invocation -- plain aggregation, then SecAgg+ -- and reports the steady-state
+round time (mean over the rounds after the first, which also starts Ray's actors and
+loads the data), the overhead, and where the secure round spends its extra time:
+
+* ``stages s``: wall time of the three protocol-only Message rounds (share secrets, masked
+  input, unmask) inside the simulation, transport and client work included, and
+  ``stages / plain``, that time as a share of the plain round: the part of the overhead
+  that does not depend on how two noisy round times happen to differ;
+* ``protocol s``: the protocol's own compute for the whole cohort (every client and the
+  server, run one after another on one core by ``privacy.secagg.run_secagg_round``), for a
+  vector of the model's size plus the metric coordinates.
+
+Timings are wall-clock on a possibly shared machine: read them as indicative. They belong
+here, never in timed unit tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from privacy.secagg import run_secagg_round
+from server.federation import initial_weights
+from server.results import RoundRecord
+from server.secure_workflow import protocol_config
+from simulations.run import simulate
+from task.config import RunConfig, resolve_config
+from task.datasets import load_dataset
+from task.scenarios import SCENARIOS
+from task.secure_vector import VectorLayout
+
+PROTOCOL_STAGES = ("share_secrets", "collect_masked_input", "unmask")
+
+
+@dataclass
+class CohortResult:
+    clients: int
+    rounds: int
+    plain_round_seconds: float
+    secure_round_seconds: float
+    overhead: float
+    secure_stage_seconds: float
+    stage_share: float
+    protocol_seconds: float
+    vector_length: int
+    plain_accuracy: float
+    secure_accuracy: float
+
+
+def steady(records: list[RoundRecord]) -> float:
+    """Mean round time after the first round (all of them when there is only one)."""
+    return statistics.fmean(r.seconds for r in (records[1:] or records))
+
+
+def run(config: RunConfig, clients: int) -> tuple[list[RoundRecord], dict]:
+    records: list[RoundRecord] = []
+    summary = simulate(config, clients, on_round=records.append)
+    return records, summary
+
+
+def model_layout(config: RunConfig) -> VectorLayout:
+    """The secure-aggregation vector layout of the scenario's model."""
+    test = load_dataset(SCENARIOS[config.scenario].dataset, config.data_root or None,
+                        config.seed).test
+    weights = initial_weights(config, tuple(test.images.shape[1:]), len(test.classes))
+    return VectorLayout.for_run(weights, config)
+
+
+def protocol_seconds(config: RunConfig, clients: int, length: int) -> float:
+    """One in-process SecAgg+ round over ``clients`` random vectors of ``length``."""
+    gen = np.random.default_rng(0)
+    vectors = {u: gen.normal(0, 0.01, length) for u in range(clients)}
+    started = time.perf_counter()
+    run_secagg_round(vectors, protocol_config(config, clients))
+    return time.perf_counter() - started
+
+
+def bench_cohort(base: dict, clients: int) -> CohortResult:
+    plain_config = resolve_config({**base, "secure-aggregation": False})
+    secure_config = resolve_config({**base, "secure-aggregation": True})
+    plain_records, plain = run(plain_config, clients)
+    secure_records, secure = run(secure_config, clients)
+    stages = [
+        sum(r["seconds"].get(s, 0.0) for s in PROTOCOL_STAGES)
+        for r in secure["secure_aggregation_rounds"][1:] or secure["secure_aggregation_rounds"]
+    ]
+    length = model_layout(secure_config).length
+    plain_s, secure_s = steady(plain_records), steady(secure_records)
+    return CohortResult(
+        clients=clients,
+        rounds=len(secure_records),
+        plain_round_seconds=plain_s,
+        secure_round_seconds=secure_s,
+        overhead=secure_s / plain_s - 1.0,
+        secure_stage_seconds=statistics.fmean(stages),
+        stage_share=statistics.fmean(stages) / plain_s,
+        protocol_seconds=protocol_seconds(secure_config, clients, length),
+        vector_length=length,
+        plain_accuracy=plain["accuracy"],
+        secure_accuracy=secure["accuracy"],
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[10, 50, 100])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per run (>= 2)")
+    parser.add_argument("--json", default="benchmarks/secagg.json", help="output file")
+    args = parser.parse_args(argv)
+    base = {"scenario": "digits", "num-server-rounds": args.rounds,
+            "out-dir": "runs/bench-secagg"}
+    cores = os.cpu_count() or 1
+    console = Console()
+    results = []
+    for clients in args.clients:
+        console.print(f"[bold]{clients} clients[/]: plain, then secure aggregation")
+        results.append(bench_cohort(base, clients))
+
+    table = Table(title=f"secure aggregation overhead, digits, DP-SGD on ({cores} cores)")
+    for column in ("clients", "plain round s", "secure round s", "overhead", "stages s",
+                   "stages / plain", "protocol s", "accuracy plain/secure"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(str(r.clients), f"{r.plain_round_seconds:.2f}",
+                      f"{r.secure_round_seconds:.2f}", f"{r.overhead:+.0%}",
+                      f"{r.secure_stage_seconds:.2f}", f"{r.stage_share:.0%}",
+                      f"{r.protocol_seconds:.2f}",
+                      f"{r.plain_accuracy:.3f} / {r.secure_accuracy:.3f}")
+    console.print(table)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "machine": {"cores": cores, "platform": platform.platform(),
+                    "python": platform.python_version(),
+                    "load_average": os.getloadavg()},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "scenario": "digits", "dp": True,
+        "results": [asdict(r) for r in results],
+    }, indent=2) + "\n")
+    console.print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The client's side of secure aggregation: what goes into the sum, and what stays home."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import Context, Message, RecordDict
+
+from client import secure_aggregation
+from client.secure_aggregation import INPUT_KEY, STATE_KEY, secure_input
+from server.secure_workflow import SecureWorkflow
+from task import secagg_wire as wire
+from task.records import to_record
+from task.secure_vector import EXTRA_COORDINATES, VectorLayout
+from tests.inprocess_grid import InProcessGrid, default_config, flat_update, synthetic_outcome
+
+MODEL = {"w": np.zeros((200, 300), np.float32), "b": np.zeros(300, np.float32)}
+
+
+def test_input_is_the_update_and_metrics_weighted_by_examples_over_w():
+    config = default_config()
+    outcome = synthetic_outcome(MODEL, partition=2, server_round=1)
+    layout = VectorLayout.for_run(MODEL, config)
+    vector = secure_input(outcome, config, layout, expected_clients=4)
+
+    n, m, w = 120, 12, config.secagg_weight_scale
+    assert vector.shape == (layout.model_length + len(EXTRA_COORDINATES),)
+    np.testing.assert_allclose(vector[: layout.model_length], n / w * flat_update(outcome))
+    extras = dict(zip(EXTRA_COORDINATES, vector[layout.model_length :]))
+    assert extras["weight"] == extras["num-examples"] == n / w
+    assert extras["train-loss"] == pytest.approx(n / w * 1.8)
+    assert extras["val-accuracy"] == pytest.approx(m / w * 0.5)
+    assert extras["val-examples"] == m / w and extras["clipped-fraction"] == 0.0
+
+
+def test_client_dp_clips_to_c_then_adds_a_noise_share_of_std_sigma_c_over_sqrt_n():
+    config = default_config(**{"client-dp": True, "client-noise-multiplier": 1.2,
+                               "client-clip-norm": 0.5})
+    outcome = synthetic_outcome(MODEL, partition=0, server_round=1, scale=1.0)
+    layout = VectorLayout.for_run(MODEL, config)
+    vector = secure_input(outcome, config, layout, expected_clients=9)
+
+    update = flat_update(outcome)
+    clipped = update * 0.5 / np.linalg.norm(update)
+    noise = vector[: layout.model_length] - clipped  # uniform weight 1, no 1/W
+    assert noise.std() == pytest.approx(1.2 * 0.5 / 3, rel=0.02)
+    assert abs(noise.mean()) < 5 * 0.2 / np.sqrt(noise.size)
+    assert vector[layout.model_length] == 1.0  # weight
+
+
+def test_layout_reads_the_sum_back_in_plain_units_and_counts_clipped_coordinates():
+    config = default_config(**{"secagg-clip-range": 1.0})
+    layout = VectorLayout.for_run(MODEL, config)
+    outcomes = [synthetic_outcome(MODEL, p, 1) for p in range(3)]
+    vectors = [layout.pack(layout.flatten(o.update), o.metrics) for o in outcomes]
+    totals = layout.unpack(np.sum(vectors, axis=0))
+
+    expected = sum(o.metrics["num-examples"] * flat_update(o) for o in outcomes)
+    got = np.concatenate([v.ravel() for v in totals.update_sum.values()])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert totals.update_sum["w"].dtype == np.float32
+    assert totals.weight_sum == 100 + 110 + 120
+    assert totals.metric_sums["val-examples"] == 10 + 11 + 12
+    assert totals.clipped_coordinates == 0
+
+    big = outcomes[0].update | {"b": np.full(300, 20.0, np.float32)}  # 0.1 * 20 > R = 1
+    vector = layout.pack(layout.flatten(big), outcomes[0].metrics)
+    assert layout.unpack(vector).clipped_coordinates == 300
+
+
+def test_layout_rejects_an_update_in_another_parameter_order():
+    layout = VectorLayout.for_run(MODEL, default_config())
+    with pytest.raises(ValueError, match="parameters"):
+        layout.flatten({"b": MODEL["b"], "w": MODEL["w"]})
+
+
+def _bytes_in(content: RecordDict) -> set[bytes]:
+    found: set[bytes] = set()
+    for record in content.values():
+        for value in record.values():
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, bytes):
+                    found.add(item)
+    return found
+
+
+def test_input_stays_on_the_node_until_masked_and_every_secret_is_then_wiped(monkeypatch):
+    state_keys: dict[str, set[str]] = {}
+    sent: set[bytes] = set()
+    private: set[bytes] = set()
+
+    class Watching(InProcessGrid):
+        def send_and_receive(self, messages, *, timeout=None):
+            messages = list(messages)
+            action = messages[0].metadata.message_type.split(".", 1)[1]
+            replies = super().send_and_receive(messages, timeout=timeout)
+            state_keys[action] = set(self.contexts[self.nodes[0]].state)
+            for reply in replies:
+                sent.update(_bytes_in(reply.content))
+            return replies
+
+    state_dict = secure_aggregation.SecAggClient.state_dict
+
+    def remembering(self):
+        state = state_dict(self)
+        private.update(v for k, v in state.items() if k.endswith("private_key") and v)
+        return state
+
+    monkeypatch.setattr(secure_aggregation.SecAggClient, "state_dict", remembering)
+    grid = Watching(3)
+    SecureWorkflow(default_config()).run_round(
+        grid, grid.nodes, to_record(MODEL), {**default_config().to_flower(), "server-round": 1}, 1
+    )
+
+    assert state_keys[wire.SETUP] == {STATE_KEY, INPUT_KEY}
+    assert state_keys[wire.SHARE_SECRETS] == {STATE_KEY, INPUT_KEY}
+    assert state_keys[wire.MASKED_INPUT] == {STATE_KEY}  # the plain input is gone once masked
+    assert state_keys[wire.UNMASK] == set()
+    assert len(private) == 6  # two fresh X25519 key pairs per client...
+    assert not private & sent  # ...whose private halves never left their nodes
+
+
+def test_a_stage_without_a_round_in_progress_fails_with_a_clear_reason():
+    grid = InProcessGrid(1)
+    context: Context = grid.contexts[grid.nodes[0]]
+    msg = Message(RecordDict(), dst_node_id=grid.nodes[0],
+                  message_type=wire.message_type(wire.SHARE_SECRETS))
+    msg.metadata.__dict__["_message_id"] = "m1"
+    reply = secure_aggregation.share_secrets(msg, context)
+    assert reply.content["status"]["status"] == "failed"
+    assert reply.content["status"]["reason"] == (
+        "no secure aggregation round in progress on this node"
+    )
+
+
+def test_a_nan_update_fails_before_any_key_is_published():
+    config = default_config()
+    outcome = synthetic_outcome(MODEL, 0, 1)
+    outcome.update["b"][0] = np.nan
+
+    class Poisoned(InProcessGrid):
+        def _deliver(self, action, node, message):
+            if action == wire.SETUP and node == self.nodes[0]:
+                return secure_aggregation.share_keys(message, self.contexts[node], config, outcome)
+            return super()._deliver(action, node, message)
+
+    grid = Poisoned(3)
+    aggregate = SecureWorkflow(config).run_round(
+        grid, grid.nodes, to_record(MODEL), {**config.to_flower(), "server-round": 1}, 1
+    )
+    assert aggregate.reports[0].status == "failed"
+    assert "NaN or infinite" in aggregate.reports[0].reason
+    assert len(aggregate.trained) == 2
+    assert set(grid.contexts[grid.nodes[0]].state) == set()

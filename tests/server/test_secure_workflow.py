@@ -1,0 +1,520 @@
+"""Secure aggregation on the Message API: the server workflow with the real client handlers.
+
+The fast tests run whole rounds in process (``tests.inprocess_grid``: real ClientApp, real
+cryptography, synthetic local training). The slow ones run real Flower simulations (Ray):
+they capture every message the server receives and show that no update can be read from
+them, compare accuracy with plain aggregation, and drop clients midway.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+import torch
+from flwr.app import Array, ArrayRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+from flwr.simulation import run_simulation
+from opacus.accountants import RDPAccountant
+from typer.testing import CliRunner
+
+from client import app as client_main
+from client.secure_aggregation import INPUT_KEY
+from fedshield import cli
+from privacy.secagg import SecAggConfig
+from server.federation import run_federation
+from server.secure_workflow import SecureWorkflow, protocol_config
+from simulations.run import backend_config, simulate
+from task import secagg_wire as wire
+from task.config import ConfigError
+from task.records import to_record
+from task.secure_vector import CLEAR_METRICS, VectorLayout
+from tests.inprocess_grid import InProcessGrid, default_config, flat_update
+
+SMALL_MODEL = {
+    "conv.weight": np.zeros((6, 1, 5, 5), np.float32),
+    "conv.bias": np.zeros(6, np.float32),
+    "fc.weight": np.zeros((10, 120), np.float32),
+}
+
+
+def secure_round(grid: InProcessGrid, config, server_round: int = 1, nodes=None):
+    workflow = SecureWorkflow(config)
+    aggregate = workflow.run_round(
+        grid, nodes or grid.nodes, to_record(SMALL_MODEL),
+        {**config.to_flower(), "server-round": server_round}, server_round,
+    )
+    return workflow, aggregate
+
+
+def float_sum(grid: InProcessGrid, server_round: int, nodes) -> tuple[np.ndarray, float]:
+    outcomes = [grid.outcomes[(server_round, n)] for n in nodes]
+    weights = [float(o.metrics["num-examples"]) for o in outcomes]
+    return sum(w * flat_update(o) for w, o in zip(weights, outcomes)), sum(weights)
+
+
+def secure_update(aggregate) -> np.ndarray:
+    return np.concatenate([v.astype(np.float64).ravel() for v in aggregate.update_sum.values()])
+
+
+# ---------------------------------------------------------------- fast, in process
+
+
+def test_sum_matches_the_float_sum_within_the_quantisation_bound():
+    config = default_config()
+    grid = InProcessGrid(5)
+    workflow, aggregate = secure_round(grid, config)
+
+    expected, weight = float_sum(grid, 1, grid.nodes)
+    got = secure_update(aggregate)
+    layout = VectorLayout.for_run(SMALL_MODEL, config)
+    bound = layout.error_bound(5, SecAggConfig().quant_bits, "deterministic")
+    float32_rounding = np.abs(expected) * 2.0**-23
+    assert np.all(np.abs(got - expected) <= bound + float32_rounding)
+    assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 1e-4
+    assert aggregate.weight_sum == weight
+    outcomes = [grid.outcomes[(1, n)].metrics for n in grid.nodes]
+    assert aggregate.metric_sums["val-examples"] == sum(m["val-examples"] for m in outcomes)
+    assert aggregate.metric_sums["val-accuracy"] == pytest.approx(
+        sum(m["val-examples"] * m["val-accuracy"] for m in outcomes), abs=1e-4
+    )
+    assert aggregate.metric_sums["train-loss"] == pytest.approx(
+        sum(m["num-examples"] * m["train-loss"] for m in outcomes), abs=1e-4
+    )
+    assert [r.status for r in aggregate.reports] == ["trained"] * 5
+    assert [r.epsilon for r in aggregate.reports] == [0.1] * 5
+    (record,) = workflow.describe()["secure_aggregation_rounds"]
+    assert (record["cohort"], record["threshold"], record["contributors"]) == (5, 3, 5)
+    assert record["dropouts"] == {} and record["aborted"] is None
+
+
+def test_replies_carry_only_masked_vectors_keys_ciphertexts_and_public_metrics():
+    received: list[RecordDict] = []
+
+    class Recording(InProcessGrid):
+        def send_and_receive(self, messages, *, timeout=None):
+            replies = super().send_and_receive(messages, timeout=timeout)
+            received.extend(r.content for r in replies)
+            return replies
+
+    grid = Recording(4)
+    secure_round(grid, default_config())
+    assert len(received) == 4 * 4  # four stages, four clients
+    for content in received:
+        assert set(content) <= {"status", "metrics", wire.PROTOCOL_KEY, wire.ARRAYS_KEY}
+        assert set(content.get("metrics", {})) <= set(CLEAR_METRICS)
+        for name, array in content.get(wire.ARRAYS_KEY, {}).items():
+            assert name == "masked_vector" and array.numpy().dtype == np.uint64
+
+
+@pytest.mark.parametrize(
+    "action", [wire.SETUP, wire.SHARE_SECRETS, wire.MASKED_INPUT, wire.UNMASK]
+)
+@pytest.mark.parametrize("num_dropped", [1, 4])
+def test_dropouts_at_each_stage_keep_the_survivors_sum(action: str, num_dropped: int):
+    grid = InProcessGrid(10)  # complete graph, threshold t = 6
+    dropped = set(grid.nodes[2 : 2 + num_dropped])
+    grid.drop[action] = dropped
+    workflow, aggregate = secure_round(grid, default_config())
+
+    assert not aggregate.aborted
+    # Clients that drop after sending their masked input stay in the sum.
+    contributors = grid.nodes if action == wire.UNMASK else [n for n in grid.nodes if n not in dropped]
+    expected, weight = float_sum(grid, 1, contributors)
+    assert aggregate.weight_sum == weight
+    assert np.linalg.norm(secure_update(aggregate) - expected) / np.linalg.norm(expected) < 1e-4
+    statuses = {r.node_id: r.status for r in aggregate.reports}
+    assert {n for n, s in statuses.items() if s == "trained"} == set(contributors)
+    (record,) = workflow.describe()["secure_aggregation_rounds"]
+    stage = wire.STAGE_OF_ACTION[action]
+    assert len(record["dropouts"][stage]) == num_dropped
+    assert record["contributors"] == len(contributors)
+
+
+@pytest.mark.parametrize("action", [wire.SETUP, wire.MASKED_INPUT, wire.UNMASK])
+def test_five_of_ten_dropping_aborts_the_round_cleanly(action: str):
+    grid = InProcessGrid(10)
+    grid.drop[action] = set(grid.nodes[:5])
+    workflow, aggregate = secure_round(grid, default_config())
+
+    assert "fewer than the threshold t=6" in aggregate.aborted
+    assert aggregate.update_sum == {} and not aggregate.trained
+    assert {r.status for r in aggregate.reports} == {"dropped", "aborted"}
+    assert workflow.describe()["secure_aggregation_rounds"][0]["aborted"] == aggregate.aborted
+
+    grid.drop.clear()  # the next round starts afresh, with every client
+    _, next_round = secure_round(grid, default_config(), server_round=2)
+    assert not next_round.aborted and len(next_round.trained) == 10
+
+
+def test_a_tampered_share_makes_its_recipient_leave_naming_the_sender():
+    victim_index = 1
+
+    def flip_a_bit(action: str, node: int, content: RecordDict) -> None:
+        if action == wire.MASKED_INPUT and content[wire.PROTOCOL_KEY]["recipient"] == victim_index:
+            ciphertexts = list(content[wire.PROTOCOL_KEY]["ciphertexts"])
+            ciphertexts[0] = bytes([ciphertexts[0][0] ^ 1]) + ciphertexts[0][1:]
+            content[wire.PROTOCOL_KEY]["ciphertexts"] = ciphertexts
+
+    grid = InProcessGrid(4, tamper=flip_a_bit)
+    workflow, aggregate = secure_round(grid, default_config())
+
+    victim = aggregate.reports[victim_index]
+    assert victim.status == "dropped"
+    assert "stage 'collect_masked_input'" in victim.reason
+    assert "share ciphertext from client 0 rejected" in victim.reason
+    assert len(aggregate.trained) == 3
+    survivors = [n for i, n in enumerate(grid.nodes) if i != victim_index]
+    expected, _ = float_sum(grid, 1, survivors)
+    assert np.linalg.norm(secure_update(aggregate) - expected) / np.linalg.norm(expected) < 1e-4
+    # A client that leaves forgets its round's secrets.
+    assert set(grid.contexts[grid.nodes[victim_index]].state) == set()
+    assert workflow.describe()["secure_aggregation_rounds"][0]["dropouts"] == {
+        "collect_masked_input": ["client-1"]
+    }
+
+
+def test_a_reply_under_another_clients_protocol_id_is_dropped():
+    def impersonate(action: str, node: int, content: RecordDict) -> None:
+        if action == wire.SETUP and content[wire.RECIPIENT_KEY]["client-id"] == 2:
+            content[wire.RECIPIENT_KEY]["client-id"] = 0
+
+    grid = InProcessGrid(4, tamper=impersonate)
+    _, aggregate = secure_round(grid, default_config())
+    assert aggregate.reports[2].status == "dropped"
+    assert "reply claims to come from client 0" in aggregate.reports[2].reason
+    assert len(aggregate.trained) == 3
+
+
+def test_every_secret_is_wiped_from_the_nodes_after_the_round():
+    grid = InProcessGrid(3)
+    secure_round(grid, default_config())
+    for context in grid.contexts.values():
+        assert set(context.state) == set()
+
+
+def test_client_level_dp_weights_clients_equally_and_adds_noise_of_std_sigma_c():
+    config = default_config(**{"client-dp": True, "client-noise-multiplier": 2.0,
+                               "client-clip-norm": 0.5})
+    grid = InProcessGrid(4)
+    grid.drop[wire.MASKED_INPUT] = {grid.nodes[3]}
+    _, aggregate = secure_round(grid, config)
+
+    assert aggregate.weight_sum == 3  # uniform weights: the number of contributors
+    clipped = []
+    for node in grid.nodes[:3]:
+        update = flat_update(grid.outcomes[(1, node)])
+        clipped.append(update * min(1.0, 0.5 / np.linalg.norm(update)))
+    noise = secure_update(aggregate) - np.sum(clipped, axis=0)
+    # Three of four noise shares of std sigma C / sqrt(4) reached the sum.
+    assert noise.std() == pytest.approx(2.0 * 0.5 * np.sqrt(3 / 4), rel=0.05)
+
+
+def test_protocol_threshold_follows_the_fraction_and_never_drops_below_a_majority():
+    def threshold(n: int, fraction: float) -> tuple[int, int]:
+        params = protocol_config(default_config(**{"secagg-threshold-fraction": fraction}), n)
+        return params.degree, params.threshold
+
+    assert threshold(10, 0.5) == (9, 6)
+    assert threshold(10, 0.8) == (9, 8)
+    assert threshold(10, 1.0) == (9, 10)
+    assert threshold(2, 0.5) == (1, 2)
+    degree, t = threshold(100, 0.5)
+    assert degree < 20 and t == (degree + 1) // 2 + 1
+
+
+def test_aborted_round_keeps_the_model_the_next_proceeds_and_dp_shortfall_is_charged(tmp_path):
+    config = default_config(**{
+        "num-server-rounds": 3, "out-dir": str(tmp_path), "client-dp": True,
+        "client-noise-multiplier": 1.5, "accountant": "rdp",
+    })
+    grid = InProcessGrid(4)  # threshold 3 of 4
+    workflow = SecureWorkflow(config)
+
+    def faults(record):
+        grid.drop.clear()
+        if record.server_round == 1:  # next: two clients vanish -> aborted
+            grid.drop[wire.SHARE_SECRETS] = set(grid.nodes[:2])
+
+    grid.drop[wire.MASKED_INPUT] = {grid.nodes[0]}  # round 1: one dropout, survived
+    summary = run_federation(grid, config, workflow=workflow, on_round=faults)
+
+    r1, r2, r3 = summary["rounds"]
+    assert (r1["trained"], r2["trained"], r3["trained"]) == (3, 0, 4)
+    assert (r2["accuracy"], r2["loss"]) == (r1["accuracy"], r1["loss"])  # model unchanged
+    assert summary["rounds_completed"] == 3
+    rounds = summary["secure_aggregation_rounds"]
+    assert rounds[0]["dropouts"] == {"collect_masked_input": ["client-0"]}
+    assert "aborted at stage 'share_secrets'" in rounds[1]["aborted"]
+    assert rounds[2]["aborted"] is None and rounds[2]["contributors"] == 4
+    on_disk = json.loads((Path(summary["results_dir"]) / "summary.json").read_text())
+    assert on_disk["secure_aggregation"] is True
+    assert on_disk["secure_aggregation_parameters"]["client_dp"]["noise_multiplier"] == 1.5
+
+    # Client-level epsilon: round 1 charged with the reduced multiplier 1.5 sqrt(3/4),
+    # round 2 released nothing, round 3 the full 1.5; an Opacus accountant agrees.
+    level = on_disk["client_level_epsilon"]
+    assert set(level["by_round"]) == {"1", "3"}
+    assert level["by_round"]["1"]["effective_noise_multiplier"] == pytest.approx(1.5 * np.sqrt(0.75))
+    assert level["by_round"]["3"]["effective_noise_multiplier"] == 1.5
+    assert level["by_round"]["1"]["epsilon"] < level["by_round"]["3"]["epsilon"] == level["epsilon"]
+    reference = RDPAccountant()
+    reference.step(noise_multiplier=1.5 * np.sqrt(0.75), sample_rate=1.0)
+    reference.step(noise_multiplier=1.5, sample_rate=1.0)
+    assert level["epsilon"] == pytest.approx(reference.get_epsilon(delta=config.delta), abs=1e-4)
+    assert level["epsilon"] >= reference.get_epsilon(delta=config.delta)
+    # Every client trained in every round, so its sample-level steps count all three.
+    assert {c["rounds_trained"] for c in on_disk["client_epsilon"].values()} == {3}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"secagg-threshold-fraction": 0.4}, "'secagg-threshold-fraction' must be in [0.5, 1]"),
+        ({"secagg-clip-range": 0.0}, "'secagg-clip-range' must be > 0"),
+        ({"secagg-weight-scale": -1.0}, "'secagg-weight-scale' must be > 0"),
+        ({"min-train-clients": 1}, "'min-train-clients' must be >= 2 with secure-aggregation on"),
+        ({"client-dp": True, "secure-aggregation": False},
+         "'client-dp' must be false unless secure-aggregation is true"),
+        ({"client-dp": True, "client-noise-multiplier": 0.0}, "'client-noise-multiplier' must be > 0"),
+        ({"client-dp": True, "client-clip-norm": 9.0}, "'client-clip-norm' must be in (0, secagg-clip-range=8]"),
+        ({"secure-aggregation": "sometimes"}, "'secure-aggregation' must be true or false"),
+    ],
+)
+def test_secure_aggregation_keys_are_validated_naming_the_key(overrides, fragment):
+    with pytest.raises(ConfigError) as error:
+        default_config(**overrides)
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+def test_cli_no_secagg_is_the_plain_baseline(tmp_path):
+    result = CliRunner().invoke(
+        cli.app,
+        ["simulate", "--no-secagg", "--set", "client-dp=true", "--out", str(tmp_path / "runs")],
+    )
+    assert result.exit_code == 2
+    assert "config key 'client-dp' must be false unless secure-aggregation is true" in " ".join(
+        result.output.split()
+    )
+    assert default_config().secure_aggregation is True
+
+
+# ---------------------------------------------------------------- slow, real simulations
+#
+# Real Flower simulations (Ray backend) of the digits scenario. The server's workflow is
+# wrapped to record every reply it receives; a test-only client mod copies each client's
+# unmasked input into its masked-input reply, so the test can compare the two (the
+# workflow never reads that record).
+
+TRUE_INPUT_KEY = "test-true-input"
+
+
+def expose_true_input(msg, context, call_next):
+    """Test-only ClientApp mod: attach the input the client is about to mask."""
+    kept = None
+    if msg.metadata.message_type == wire.message_type(wire.MASKED_INPUT) and (
+        INPUT_KEY in context.state
+    ):
+        kept = context.state[INPUT_KEY]["input"].numpy().copy()
+    reply = call_next(msg, context)
+    if kept is not None:
+        reply.content[TRUE_INPUT_KEY] = ArrayRecord({"input": Array(kept)})
+    return reply
+
+
+def client_app_exposing_inputs() -> ClientApp:
+    """The real ClientApp's handlers behind :func:`expose_true_input`."""
+    app = ClientApp(mods=[expose_true_input])
+    app.train()(client_main.train)
+    for action, handler in (
+        (wire.SETUP, client_main.secagg_setup),
+        (wire.SHARE_SECRETS, client_main.secagg_share_secrets),
+        (wire.MASKED_INPUT, client_main.secagg_masked_input),
+        (wire.UNMASK, client_main.secagg_unmask),
+    ):
+        app.train(action)(handler)
+    return app
+
+
+class RecordingGrid:
+    """Flower's grid, keeping every reply the server receives (and letting a test
+    interfere with what it sends: ``interfere(action, messages) -> messages``)."""
+
+    def __init__(self, grid, replies: list, interfere=None) -> None:
+        self._grid, self._replies, self._interfere = grid, replies, interfere
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        if self._interfere is not None:
+            action = messages[0].metadata.message_type.split(".", 1)[1]
+            messages = self._interfere(action, messages)
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        self._replies.append(replies)
+        return replies
+
+
+class RecordingWorkflow(SecureWorkflow):
+    """SecureWorkflow over a :class:`RecordingGrid`, keeping each round's aggregate."""
+
+    def __init__(self, config, interfere=None) -> None:
+        super().__init__(config)
+        self.replies: list[list] = []
+        self.aggregates: list = []
+        self._interfere = interfere
+        self.server_round = 0
+
+    def run_round(self, grid, node_ids, arrays, config, server_round, timeout=None):
+        self.server_round = server_round
+        aggregate = super().run_round(
+            RecordingGrid(grid, self.replies, self._interfere), node_ids, arrays, config,
+            server_round, timeout,
+        )
+        self.aggregates.append(aggregate)
+        return aggregate
+
+
+def simulate_with(config, num_clients: int, workflow, client_app) -> dict:
+    """Like simulations.run.simulate, with our own workflow and ClientApp."""
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    summaries: list[dict] = []
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid, context) -> None:
+        summaries.append(run_federation(grid, config, workflow=workflow))
+
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=num_clients,
+                   backend_config=backend_config(), verbose_logging=False)
+    (summary,) = summaries
+    return summary
+
+
+def signed(masked: np.ndarray) -> np.ndarray:
+    """A masked vector read as the server would read an element of Z_2^64."""
+    return masked.view(np.int64).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def recorded_secure_run(tmp_path_factory):
+    """Secure aggregation, no DP (so the plain baseline is deterministic), 3 clients."""
+    config = default_config(**{"num-server-rounds": 2, "local-epochs": 1, "dp": False,
+                               "out-dir": str(tmp_path_factory.mktemp("secure"))})
+    workflow = RecordingWorkflow(config)
+    summary = simulate_with(config, 3, workflow, client_app_exposing_inputs())
+    return config, workflow, summary
+
+
+@pytest.mark.slow
+def test_simulation_server_cannot_read_any_update_but_unmasks_the_exact_sum(recorded_secure_run):
+    config, workflow, summary = recorded_secure_run
+    assert summary["rounds_completed"] == 2 and summary["secure_aggregation"] is True
+    layout = None
+    masked: dict[str, list[np.ndarray]] = {}
+    true: dict[str, list[np.ndarray]] = {}
+    stage_replies = [r for round_replies in workflow.replies for r in round_replies]
+    assert len(stage_replies) == 2 * 4 * 3  # rounds x stages x clients: every reply
+    for reply in stage_replies:
+        content = reply.content
+        assert "update" not in content
+        assert set(content) <= {"status", "metrics", "ledger", wire.PROTOCOL_KEY,
+                                wire.ARRAYS_KEY, TRUE_INPUT_KEY}
+        assert set(content.get("metrics", {})) <= set(CLEAR_METRICS)
+        if TRUE_INPUT_KEY in content:
+            client = str(content["status"]["client-id"])
+            masked.setdefault(client, []).append(content[wire.ARRAYS_KEY]["masked_vector"].numpy())
+            true.setdefault(client, []).append(content[TRUE_INPUT_KEY]["input"].numpy())
+    assert sorted(masked) == ["client-0", "client-1", "client-2"]
+
+    for client in masked:
+        y, x = np.concatenate(masked[client]), np.concatenate(true[client])
+        assert y.size >= 100_000
+        # Without masks the quantised input would correlate perfectly with the update...
+        assert np.corrcoef(x, np.rint(x * 1e8))[0, 1] > 0.999
+        # ...masked, it is statistically independent of it (|r| ~ 1/sqrt(size) = 0.003).
+        assert abs(np.corrcoef(signed(y), x)[0, 1]) < 0.01, client
+
+    # The unmasked sum matches the plain float sum of the same inputs, within the bound.
+    for server_round, aggregate in enumerate(workflow.aggregates):
+        arrays = {k: v for k, v in aggregate.update_sum.items()}
+        layout = VectorLayout.for_run(arrays, config)
+        inputs = [true[c][server_round] for c in sorted(true)]
+        plain = layout.unpack(np.sum(inputs, axis=0))
+        expected = np.concatenate([v.astype(np.float64).ravel() for v in plain.update_sum.values()])
+        got = secure_update(aggregate)
+        bound = layout.error_bound(3, SecAggConfig().quant_bits, "deterministic")
+        assert np.all(np.abs(got - expected) <= bound + np.abs(expected) * 2.0**-22)
+        assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 1e-4
+        assert aggregate.weight_sum == plain.weight_sum
+
+
+@pytest.mark.slow
+def test_simulation_accuracy_with_secure_aggregation_matches_plain(recorded_secure_run, tmp_path):
+    config, _, secure = recorded_secure_run
+    plain_config = default_config(**{**config.to_flower(), "secure-aggregation": False,
+                                     "out-dir": str(tmp_path)})
+    plain = simulate(plain_config, 3)
+
+    assert plain["secure_aggregation"] is False
+    assert secure["accuracy"] > 0.5 and plain["accuracy"] > 0.5
+    assert abs(secure["accuracy"] - plain["accuracy"]) <= 0.02
+    # Same seed, no DP noise: the two federations reach (almost) the same model.
+    secure_model = torch.load(Path(secure["results_dir"]) / "model.pt")
+    plain_model = torch.load(Path(plain["results_dir"]) / "model.pt")
+    for name, weights in plain_model.items():
+        assert torch.allclose(secure_model[name], weights, atol=1e-3), name
+
+
+@pytest.mark.slow
+def test_simulation_dropouts_midway_and_an_aborted_round_with_client_level_dp(tmp_path):
+    """Round 1: a client fails mid-protocol (a share addressed to it is corrupted) and the
+    round completes with the other two. Round 2: two of three clients vanish, the round
+    aborts below the threshold t=2, the model is unchanged. Round 3 proceeds."""
+    config = default_config(**{"num-server-rounds": 3, "local-epochs": 1,
+                               "target-epsilon": 8.0, "client-dp": True,
+                               "client-noise-multiplier": 0.5, "client-clip-norm": 0.1,
+                               "out-dir": str(tmp_path)})
+
+    def interfere(action, messages):
+        if workflow.server_round == 1 and action == wire.MASKED_INPUT:
+            for m in messages:
+                record = m.content[wire.PROTOCOL_KEY]
+                if record["recipient"] == 1:
+                    first = record["ciphertexts"][0]
+                    record["ciphertexts"] = [bytes([first[0] ^ 1]) + first[1:],
+                                             *record["ciphertexts"][1:]]
+        if workflow.server_round == 2 and action == wire.SHARE_SECRETS:
+            return messages[:1]
+        return messages
+
+    workflow = RecordingWorkflow(config, interfere)
+    summary = simulate_with(config, 3, workflow, client_app_exposing_inputs())
+
+    r1, r2, r3 = summary["rounds"]
+    assert (r1["trained"], r2["trained"], r3["trained"]) == (2, 0, 3)
+    assert (r2["accuracy"], r2["loss"]) == (r1["accuracy"], r1["loss"])
+    victim = workflow.aggregates[0].reports[1]
+    assert victim.status == "dropped" and "share ciphertext from client 0 rejected" in victim.reason
+    rounds = summary["secure_aggregation_rounds"]
+    assert rounds[0]["dropouts"] == {"collect_masked_input": [victim.client_id]}
+    assert rounds[1]["aborted"].startswith("secure aggregation aborted at stage 'share_secrets'")
+    assert rounds[2]["contributors"] == 3
+
+    level = summary["client_level_epsilon"]
+    assert set(level["by_round"]) == {"1", "3"}
+    assert level["by_round"]["1"]["effective_noise_multiplier"] == pytest.approx(0.5 * np.sqrt(2 / 3))
+    assert 0 < level["by_round"]["1"]["epsilon"] < level["epsilon"]
+    # Sample-level epsilon was spent in every round the clients trained, aborted or not.
+    for client in summary["client_epsilon"].values():
+        assert client["rounds_trained"] == 3
+        by_round = [client["by_round"][str(r)] for r in (1, 2, 3)]
+        assert 0 < by_round[0] < by_round[1] < by_round[2] <= 8.0
