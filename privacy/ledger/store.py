@@ -30,7 +30,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, Row, create_engine, event, func, insert, select
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from .errors import LedgerError
 from .hashing import compute_entry_hash, signing_message
@@ -43,8 +43,9 @@ _WRITE = "fedshield_ledger_write"
 _BUSY_TIMEOUT_S = 30.0
 
 
-def _sqlite_engine_hooks(engine: Engine) -> None:
-    """WAL + synchronous=FULL on every connection; BEGIN IMMEDIATE for writes."""
+def _sqlite_engine_hooks(engine: Engine, read_only: bool = False) -> None:
+    """WAL + synchronous=FULL on every connection; BEGIN IMMEDIATE for writes (a read-only
+    connection leaves the journal mode as the file has it)."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -53,7 +54,8 @@ def _sqlite_engine_hooks(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
-            cursor.execute("PRAGMA journal_mode = WAL")
+            if not read_only:
+                cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = FULL")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
@@ -109,17 +111,35 @@ class PrivacyLedger:
 
     ``location`` is a file path (SQLite) or any SQLAlchemy URL (``sqlite:///...``,
     ``postgresql://...``). Open one ``PrivacyLedger`` per process; they may share a file.
-    With ``create=False`` a missing ledger is an error instead of being created.
+    With ``create=False`` a missing ledger is an error instead of being created. With
+    ``read_only=True`` (implies ``create=False``) a SQLite file is opened with
+    ``mode=ro``, so nothing, not even by accident, can be written through this object; on a
+    read-only mount, where SQLite cannot create the WAL index beside a cleanly closed file,
+    it is opened as ``immutable`` instead.
     """
 
-    def __init__(self, location: str | os.PathLike[str] | URL, *, create: bool = True) -> None:
+    def __init__(
+        self, location: str | os.PathLike[str] | URL, *, create: bool = True, read_only: bool = False
+    ) -> None:
         url = _to_url(location)
+        self._read_only = read_only
+        create = create and not read_only
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             if not create and not Path(url.database).exists():
                 raise LedgerError(f"no ledger at {url.database}")
+            if read_only:
+                url = url.set(database=f"file:{url.database}", query={**url.query, "mode": "ro", "uri": "true"})
+                try:
+                    self._open(url, create)
+                    return
+                except OperationalError:
+                    url = url.update_query_dict({"immutable": "1"})
+        self._open(url, create)
+
+    def _open(self, url: URL, create: bool) -> None:
         self._engine = create_engine(url, connect_args=self._connect_args(url))
         if self._engine.dialect.name == "sqlite":
-            _sqlite_engine_hooks(self._engine)
+            _sqlite_engine_hooks(self._engine, self._read_only)
         try:
             self._ledger_id = self._initialise(create)
         except BaseException:
@@ -131,13 +151,15 @@ class PrivacyLedger:
         return {"timeout": _BUSY_TIMEOUT_S} if url.get_backend_name() == "sqlite" else {}
 
     def _initialise(self, create: bool) -> str:
-        with self._write() as conn:
+        with (self._read() if self._read_only else self._write()) as conn:
             if create:
                 create_schema(conn)
             elif not self._engine.dialect.has_table(conn, ledger_meta.name):
                 raise LedgerError("the database holds no privacy ledger")
             rows = conn.execute(select(ledger_meta.c.key, ledger_meta.c.value))
             meta = {key: value for key, value in rows}
+            if not meta and self._read_only:
+                raise LedgerError("the database holds no privacy ledger")
             if not meta:
                 meta = {
                     "ledger_id": secrets.token_hex(16),
@@ -157,6 +179,8 @@ class PrivacyLedger:
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """One serialised write transaction; commits (and fsyncs) on a clean exit."""
+        if self._read_only:
+            raise LedgerError("this ledger was opened read-only")
         with self._engine.connect() as conn:
             conn.execution_options(**{_WRITE: True})
             with conn.begin():

@@ -545,13 +545,17 @@ def test_key_file_with_passphrase(tmp_path: Path) -> None:
 # -- several processes, and crashes --------------------------------------------------------------
 
 
-def _append_worker(path: str, key_path: str, client_id: str, count: int, start) -> None:
+def _append_worker(path: str, key_path: str, client_id: str, count: int, start, halfway) -> None:
     signer = ClientSigner.load(key_path)
     with PrivacyLedger(path, create=False) as ledger:
         start.wait(30)  # a barrier: both processes have opened the ledger before either appends
         for round in range(1, count + 1):
             ledger.append(_charge(client_id, round, 0.1 * round), signer)
             time.sleep(0.002)  # "training": without it one process can hold the lock throughout
+            if round == count // 2:
+                # Both halves hold both writers, so the chain interleaves them at least
+                # twice however the scheduler orders the processes.
+                halfway.wait(60)
 
 
 def test_concurrent_appends_from_two_processes_keep_one_linear_chain(tmp_path: Path) -> None:
@@ -560,9 +564,10 @@ def test_concurrent_appends_from_two_processes_keep_one_linear_chain(tmp_path: P
     with PrivacyLedger(path) as ledger:
         for client in ("p0", "p1"):
             ledger.enroll(client, ClientSigner.create(tmp_path / f"{client}.pem").public_key)
-    start = SPAWN.Barrier(2)
+    start, halfway = SPAWN.Barrier(2), SPAWN.Barrier(2)
     workers = [
-        SPAWN.Process(target=_append_worker, args=(str(path), str(tmp_path / f"{c}.pem"), c, count, start))
+        SPAWN.Process(target=_append_worker,
+                      args=(str(path), str(tmp_path / f"{c}.pem"), c, count, start, halfway))
         for c in ("p0", "p1")
     ]
     for worker in workers:

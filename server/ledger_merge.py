@@ -1,0 +1,93 @@
+"""The coordinator's merged copy of the clients' signed ledger entries.
+
+Every reply of a client carries its own ledger's signed entries, the head of its ledger
+(ledger id, sequence number, entry hash) and its Ed25519 public key
+(``client.ledger_charge``). The coordinator imports the entries into
+``<results>/ledger.sqlite`` and records each client's latest head in ``summary.json``.
+
+Why the coordinator can neither forge nor drop a client's charges without detection:
+
+* forge or alter: every entry is signed by the client's key, which never leaves the
+  client; the merged copy verifies every signature under the key the client enrolled on
+  first contact, and an auditor checks those keys against the clients' own (``fedshield
+  ledger verify`` compares them with the clients' ledgers, or with keys given out of band);
+* drop or reorder in the middle: each entry carries its place in its client's own hash
+  chain (``seq``/``prev_hash`` of the client's ledger), so a gap or a swap breaks a link;
+* drop the newest entries: the client keeps its ledger and its head; verification checks
+  that the merged copy holds every client's head and the client's ledger holds every entry
+  the merged copy has of it.
+
+Import refuses anything that would not verify (a wrong signature, a gap, a re-keyed
+client); such a problem is logged, kept in the summary and named by the report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from privacy.ledger import LedgerEntry, LedgerError, PrivacyLedger
+from privacy.ledger.signing import public_key_id
+from privacy.report.layout import MERGED_LEDGER_FILE
+from server.workflow import ClientReport
+
+log = logging.getLogger(__name__)
+
+
+class CoordinatorLedger:
+    """``<results>/ledger.sqlite`` and what the clients reported about their ledgers."""
+
+    def __init__(self, results_dir: Path) -> None:
+        self.path = results_dir / MERGED_LEDGER_FILE
+        self.heads: dict[str, dict[str, Any]] = {}
+        self.budgets: dict[str, dict[str, Any]] = {}
+        self.key_ids: dict[str, str] = {}
+        self.problems: list[str] = []
+
+    def receive(self, report: ClientReport, server_round: int) -> None:
+        """Merge the ledger fields of one client's reply; record, never raise, a problem."""
+        fields = report.ledger
+        if not fields:
+            return
+        client_id = report.client_id
+        budget = {"epsilon": fields.get("epsilon-budget"), "delta": fields.get("budget-delta"),
+                  "source": fields.get("budget-source")}
+        self.budgets[client_id] = budget
+        if "ledger-id" not in fields:
+            return  # a client without DP keeps no ledger
+        try:
+            self._merge(client_id, fields)
+        except (LedgerError, ValueError, KeyError, TypeError) as error:
+            problem = f"round {server_round}: ledger of {client_id} not merged: {error}"
+            log.error("%s", problem)
+            self.problems.append(problem)
+
+    def _merge(self, client_id: str, fields: dict[str, Any]) -> None:
+        public_key = bytes.fromhex(str(fields["public-key"]))
+        entries = [LedgerEntry.from_dict(json.loads(text)) for text in fields["entries"]]
+        strangers = {e.charge.client_id for e in entries} - {client_id}
+        if strangers:
+            raise LedgerError(f"it holds entries of other clients: {sorted(strangers)}")
+        with PrivacyLedger(self.path) as merged:
+            merged.enroll(client_id, public_key)
+            merged.import_entries(entries)
+            head_seq, head_hash = int(fields["head-seq"]), str(fields["head-hash"])
+            if head_seq:
+                held = {(e.ledger_id, e.seq): e.entry_hash for e in merged.entries(client_id=client_id)}
+                if held.get((str(fields["ledger-id"]), head_seq)) != head_hash:
+                    raise LedgerError(f"its reported head (entry {head_seq}) is not among its entries")
+        self.key_ids[client_id] = public_key_id(public_key)
+        self.heads[client_id] = {"ledger_id": str(fields["ledger-id"]), "seq": head_seq,
+                                 "entry_hash": head_hash}
+
+    def describe(self) -> dict[str, Any]:
+        """The summary's ``ledger`` entry."""
+        return {
+            "merged": MERGED_LEDGER_FILE if self.path.exists() else None,
+            "heads": dict(sorted(self.heads.items())),
+            "key_ids": dict(sorted(self.key_ids.items())),
+            "budgets": dict(sorted(self.budgets.items())),
+            "problems": list(self.problems),
+        }

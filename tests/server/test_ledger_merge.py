@@ -1,0 +1,62 @@
+"""The coordinator's merged copy: it takes the clients' signed entries, and refuses forgeries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from client.ledger_charge import ClientLedger
+from privacy.ledger import PrivacyLedger
+from server.ledger_merge import CoordinatorLedger
+from server.workflow import ClientReport
+from task.config import resolve_config
+from tests.client.test_ledger_charge import trained_outcome
+
+
+def client_ledger(tmp_path: Path, client_id: str) -> ClientLedger:
+    config = resolve_config({"num-server-rounds": 3, "target-epsilon": 2.0, "delta": 1e-3})
+    return ClientLedger.open({"ledger-dir": str(tmp_path / client_id)}, config, client_id, {"run-id": "run-a"})
+
+
+def report(ledger: ClientLedger, fields: dict | None = None) -> ClientReport:
+    return ClientReport(1, ledger.client_id, "trained", 0.9, ledger=fields or ledger.reply_fields())
+
+
+def test_entries_from_every_round_and_client_are_merged_and_verify(tmp_path: Path):
+    coordinator = CoordinatorLedger(tmp_path)
+    clients = [client_ledger(tmp_path, f"client-{i}") for i in range(2)]
+    for server_round in (1, 2):
+        for ledger in clients:
+            ledger.charge(trained_outcome(0.5 * server_round), server_round)
+            coordinator.receive(report(ledger), server_round)
+    described = coordinator.describe()
+    assert described["problems"] == [] and described["merged"] == "ledger.sqlite"
+    assert {c: h["seq"] for c, h in described["heads"].items()} == {"client-0": 2, "client-1": 2}
+    assert described["budgets"]["client-0"]["epsilon"] == 2.0
+    with PrivacyLedger(tmp_path / "ledger.sqlite", read_only=True) as merged:
+        assert merged.verify().ok and len(merged.entries()) == 4
+
+
+def test_a_forged_entry_is_refused_and_recorded(tmp_path: Path):
+    coordinator = CoordinatorLedger(tmp_path)
+    ledger = client_ledger(tmp_path, "client-0")
+    ledger.charge(trained_outcome(), 1)
+    fields = ledger.reply_fields()
+    entry = json.loads(fields["entries"][0])
+    entry["charge"]["epsilon_after"] = 0.1  # under-report, keeping the old signature
+    coordinator.receive(report(ledger, {**fields, "entries": [json.dumps(entry)]}), 1)
+    (problem,) = coordinator.describe()["problems"]
+    assert problem.startswith("round 1: ledger of client-0 not merged: refusing to import")
+    assert "hash mismatch" in problem and "client-0" not in coordinator.heads
+
+
+def test_entries_of_another_client_and_a_false_head_are_refused(tmp_path: Path):
+    coordinator = CoordinatorLedger(tmp_path)
+    zero, one = client_ledger(tmp_path, "client-0"), client_ledger(tmp_path, "client-1")
+    zero.charge(trained_outcome(), 1)
+    one.charge(trained_outcome(), 1)
+    coordinator.receive(report(one, {**one.reply_fields(), "entries": zero.reply_fields()["entries"]}), 1)
+    coordinator.receive(report(zero, {**zero.reply_fields(), "head-seq": 5}), 1)
+    problems = coordinator.describe()["problems"]
+    assert "entries of other clients: ['client-0']" in problems[0]
+    assert "reported head (entry 5) is not among its entries" in problems[1]
