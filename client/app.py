@@ -5,10 +5,15 @@ from __future__ import annotations
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.data import load_client_data
-from client.local_round import LocalRoundError, run_local_round
-from client.state import load_history, load_plan, save_history
-from task.config import ConfigError, resolve_config
+from client import secure_aggregation
+from client.data import load_node_data, node_client_id
+from client.ledger_charge import ROUND_KEYS, ClientLedger, with_ledger
+from client.local_round import LocalRoundError, LocalRoundOutcome, run_local_round
+from client.replies import status_reply
+from client.state import load_plan, save_history
+from privacy.ledger import LedgerError
+from task import secagg_wire
+from task.config import ConfigError, RunConfig, resolve_config
 from task.records import from_record, to_record
 
 app = ClientApp()
@@ -16,45 +21,78 @@ app = ClientApp()
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Train the received global model on local data and reply with the update."""
-    server_round = int(msg.content["config"]["server-round"])
-    settings = {k: v for k, v in msg.content["config"].items() if k != "server-round"}
-    partition_id = int(context.node_config["partition-id"])
-    client_id = f"client-{partition_id}"
-    try:
-        config = resolve_config(settings)
-        data = load_client_data(partition_id, int(context.node_config["num-partitions"]), config)
-        outcome = run_local_round(
-            data=data,
-            global_weights=from_record(msg.content["arrays"]),
-            config=config,
-            server_round=server_round,
-            history=load_history(context.state),
-            planned_noise=load_plan(context.state),
-        )
-    except (ConfigError, LocalRoundError) as error:
-        return _status_reply(msg, client_id, "failed", str(error))
-
-    save_history(context.state, outcome.history, outcome.plan_record)
-    if outcome.declined:
-        return _status_reply(msg, client_id, "declined", outcome.reason, outcome.metrics)
+    """Train the received global model on local data and reply with the update in the
+    clear (plain aggregation, the ``--no-secagg`` baseline)."""
+    trained = _train(msg, context)
+    if isinstance(trained, Message):
+        return trained
+    _, outcome = trained
     content = RecordDict(
         {
             "update": to_record(outcome.update),
             "metrics": MetricRecord(outcome.metrics),
-            "status": ConfigRecord({"client-id": client_id, "status": "trained"}),
+            "status": ConfigRecord({"client-id": node_client_id(context.node_config),
+                                    "status": "trained"}),
         }
     )
-    return Message(content=content, reply_to=msg)
+    return with_ledger(Message(content=content, reply_to=msg), outcome)
 
 
-def _status_reply(
-    msg: Message, client_id: str, status: str, reason: str, metrics: dict | None = None
-) -> Message:
-    content = RecordDict(
-        {
-            "status": ConfigRecord({"client-id": client_id, "status": status, "reason": reason}),
-            "metrics": MetricRecord(metrics or {}),
-        }
-    )
-    return Message(content=content, reply_to=msg)
+@app.train(secagg_wire.SETUP)
+def secagg_setup(msg: Message, context: Context) -> Message:
+    """Secure aggregation, stage 1: train, keep the update on the node, publish keys."""
+    trained = _train(msg, context)
+    if isinstance(trained, Message):
+        return trained
+    return with_ledger(secure_aggregation.share_keys(msg, context, *trained), trained[1])
+
+
+@app.train(secagg_wire.SHARE_SECRETS)
+def secagg_share_secrets(msg: Message, context: Context) -> Message:
+    """Secure aggregation, stage 2: encrypted key shares for the neighbours."""
+    return secure_aggregation.share_secrets(msg, context)
+
+
+@app.train(secagg_wire.MASKED_INPUT)
+def secagg_masked_input(msg: Message, context: Context) -> Message:
+    """Secure aggregation, stage 3: the masked update."""
+    return secure_aggregation.mask_input(msg, context)
+
+
+@app.train(secagg_wire.UNMASK)
+def secagg_unmask(msg: Message, context: Context) -> Message:
+    """Secure aggregation, stage 4: the shares that unmask the sum."""
+    return secure_aggregation.unmask(msg, context)
+
+
+def _train(msg: Message, context: Context) -> tuple[RunConfig, LocalRoundOutcome] | Message:
+    """Run the round's local training on the received global model; the accountant's
+    history is saved before anything leaves the node. A status reply instead when the
+    client cannot train or declines (its budget would be exceeded)."""
+    server_round = int(msg.content["config"]["server-round"])
+    settings = {k: v for k, v in msg.content["config"].items() if k not in ROUND_KEYS}
+    client_id = node_client_id(context.node_config)
+    try:
+        config = resolve_config(settings)
+        data = load_node_data(context.node_config, config)
+        ledger = ClientLedger.open(context.node_config, config, client_id, msg.content["config"])
+        outcome = run_local_round(
+            data=data,
+            global_weights=from_record(msg.content["arrays"]),
+            config=ledger.config,  # with the client's own delta
+            server_round=server_round,
+            history=ledger.history(),  # the ledger, not Context.state, is the source of truth
+            planned_noise=load_plan(context.state),
+            budget=ledger.budget.epsilon,
+        )
+        ledger.charge(outcome, server_round)  # signed and on disk before any reply leaves
+        outcome.ledger = ledger.reply_fields()
+    except (ConfigError, LocalRoundError, LedgerError) as error:
+        return status_reply(msg, client_id, "failed", str(error))
+
+    save_history(context.state, outcome.history, outcome.plan_record)
+    if outcome.declined:
+        return with_ledger(
+            status_reply(msg, client_id, "declined", outcome.reason, outcome.metrics), outcome
+        )
+    return config, outcome

@@ -4,20 +4,37 @@ In simulation a client is identified by Flower's ``partition-id`` node config an
 one partition of the shared training split; it keeps part of it for local validation.
 Partitions are index arrays into one in-memory copy of the dataset per process, so many
 virtual clients never copy the data.
+
+Deployed, a SuperNode's node config names a folder holding only that client's partition
+(``--node-config "data-path='/data' client-id='hospital-3'"``, written by ``fedshield
+partition``); ``load_node_data`` picks whichever of the two the node config describes.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from task.config import RunConfig
+from task.config import ConfigError, RunConfig
 from task.datasets import load_dataset
 from task.partition import partition_indices, split_train_val
+from task.partition_store import MANIFEST_FILE, PartitionStoreError, load_partition
 from task.scenarios import SCENARIOS
+
+# Node config keys of a deployed SuperNode.
+DATA_PATH_KEY = "data-path"
+CLIENT_ID_KEY = "client-id"
+
+
+class NodeDataError(ConfigError):
+    """The node's own data (node config 'data-path') is missing or does not fit the run."""
 
 
 @dataclass(frozen=True)
@@ -64,4 +81,59 @@ def load_client_data(partition_id: int, num_partitions: int, config: RunConfig) 
         train_labels=train.labels[train_idx_t],
         val_images=train.images[val_idx_t],
         val_labels=train.labels[val_idx_t],
+    )
+
+
+def node_client_id(node_config: Mapping[str, Any]) -> str:
+    """The client's public name: node config 'client-id', else its partition's manifest
+    (deployed), else ``client-<partition-id>`` (simulation)."""
+    if CLIENT_ID_KEY in node_config:
+        return str(node_config[CLIENT_ID_KEY])
+    if DATA_PATH_KEY in node_config:
+        folder = Path(str(node_config[DATA_PATH_KEY]))
+        try:
+            return str(json.loads((folder / MANIFEST_FILE).read_text())["client-id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return folder.name or "client"
+    return f"client-{int(node_config['partition-id'])}"
+
+
+def load_node_data(node_config: Mapping[str, Any], config: RunConfig) -> ClientData:
+    """This node's records: from its own folder when the node config has 'data-path',
+    else partition 'partition-id' of 'num-partitions' of the shared split (simulation)."""
+    if DATA_PATH_KEY not in node_config:
+        return load_client_data(
+            int(node_config["partition-id"]), int(node_config["num-partitions"]), config
+        )
+    path = node_config[DATA_PATH_KEY]
+    if not isinstance(path, str) or not path:
+        raise NodeDataError(f"node config '{DATA_PATH_KEY}' must be a folder path, got {path!r}")
+    return load_stored_client_data(Path(path), config, node_client_id(node_config))
+
+
+def load_stored_client_data(folder: Path, config: RunConfig, client_id: str) -> ClientData:
+    """The records in partition folder ``folder``, split into train/validation exactly as
+    the simulated client with the same partition id splits them."""
+    try:
+        stored = load_partition(folder)
+    except PartitionStoreError as error:
+        raise NodeDataError(str(error)) from None
+    dataset = SCENARIOS[config.scenario].dataset
+    if stored.manifest.get("dataset") != dataset:
+        raise NodeDataError(
+            f"node data in '{folder}' is dataset '{stored.manifest.get('dataset')}', but "
+            f"the run's scenario '{config.scenario}' trains on '{dataset}'"
+        )
+    positions = np.arange(len(stored.labels), dtype=np.int64)
+    train_pos, val_pos = split_train_val(
+        positions, config.val_fraction, config.seed + stored.partition_id
+    )
+    train_t, val_t = torch.from_numpy(train_pos), torch.from_numpy(val_pos)
+    return ClientData(
+        client_id=client_id,
+        num_classes=len(stored.classes),
+        train_images=stored.images[train_t],
+        train_labels=stored.labels[train_t],
+        val_images=stored.images[val_t],
+        val_labels=stored.labels[val_t],
     )

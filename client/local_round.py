@@ -12,6 +12,7 @@ import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,8 @@ class LocalRoundOutcome:
     declined: bool = False
     reason: str = ""
     plan_record: dict[str, float | int | str] | None = None
+    # What the client's ledger publishes with the round's reply (client.ledger_charge).
+    ledger: dict[str, Any] = field(default_factory=dict)
 
 
 def _noise_plan(
@@ -70,8 +73,13 @@ def run_local_round(
     server_round: int,
     history: Sequence[DPStep],
     planned_noise: Mapping | None = None,
+    budget: float | None = None,
 ) -> LocalRoundOutcome:
-    """Run one round of local training for ``data.client_id``."""
+    """Run one round of local training for ``data.client_id``.
+
+    ``budget`` is the client's epsilon budget; by default the run's target epsilon when
+    the noise is calibrated to it, and none when the noise multiplier is fixed.
+    """
     num_records = len(data.train_labels)
     if num_records == 0:
         raise LocalRoundError(f"{data.client_id} has no training records")
@@ -83,6 +91,7 @@ def run_local_round(
         noise_multiplier=None,
         max_grad_norm=config.max_grad_norm,
         accountant=config.accountant,
+        dp_engine=config.dp_engine,
     )
     sample_rate = plan.sample_rate(num_records)
     round_steps = plan.steps(num_records)
@@ -99,7 +108,8 @@ def run_local_round(
         plan = LocalTrainingPlan(**{**plan.__dict__, "noise_multiplier": sigma})
         projected = merge_history(history, DPStep(sigma, sample_rate, round_steps))
         epsilon = compute_epsilon(projected, config.delta, config.accountant)
-        budget = config.target_epsilon if config.calibrates_noise else math.inf
+        if budget is None:
+            budget = config.target_epsilon if config.calibrates_noise else math.inf
         metrics.update(
             {
                 "noise-multiplier": sigma,

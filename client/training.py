@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from privacy.accounting import DPStep, history_of
 from privacy.dpsgd import make_private
+from privacy.fast_dpsgd import FastDPSGD, expected_batch_size
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class LocalTrainingPlan:
     noise_multiplier: float | None  # None: no DP
     max_grad_norm: float
     accountant: str
+    dp_engine: str = "fast"  # "fast" (privacy.fast_dpsgd) or "opacus" (privacy.dpsgd)
 
     def data_loader(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> DataLoader:
         """The (non-private) loader whose length fixes the DP sample rate."""
@@ -70,6 +72,9 @@ def train_locally(
 
     ``seed`` fixes the shuffling of non-private training only; DP-SGD draws its
     sample and noise from the operating system's randomness (see ``privacy.dpsgd``).
+    Under DP, ``plan.dp_engine`` picks the implementation: both take the same steps
+    (Poisson sampling at ``plan.sample_rate``, clipping, noise, one accountant step per
+    batch) and return the same history.
 
     Returns the parameter update and, under DP, the accountant history extended by this
     round's steps. ``model`` is left holding the locally trained weights.
@@ -77,6 +82,9 @@ def train_locally(
     start = time.perf_counter()
     global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.SGD(model.parameters(), lr=plan.learning_rate, momentum=plan.momentum)
+    if plan.noise_multiplier is not None and plan.dp_engine == "fast":
+        losses, steps, extended = _train_fast(model, optimizer, images, labels, plan, history)
+        return _result(model, global_state, labels, losses, steps, start, extended)
     loader = plan.data_loader(images, labels, seed)
     trained_model: nn.Module = model
     engine = None
@@ -106,6 +114,50 @@ def train_locally(
                 losses.append(loss.item())
             optimizer.step()
             steps += 1
+    extended = history_of(engine.accountant) if engine is not None else list(history)
+    return _result(model, global_state, labels, losses, steps, start, extended)
+
+
+def _train_fast(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    plan: LocalTrainingPlan,
+    history: Sequence[DPStep],
+) -> tuple[list[float], int, list[DPStep]]:
+    """DP-SGD with ``privacy.fast_dpsgd``: mean batch losses, steps, extended history."""
+    num_records = len(labels)
+    rate = plan.sample_rate(num_records)
+    private = FastDPSGD(
+        model,
+        optimizer,
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=plan.max_grad_norm,
+        sample_rate=rate,
+        expected_batch_size=expected_batch_size(num_records, rate),
+        history=history,
+    )
+    model.train()
+    losses: list[float] = []
+    steps = plan.steps(num_records)
+    for x, y in private.batches(images, labels, steps):
+        batch_losses = private.step(x, y)
+        if len(y) > 0:
+            losses.append(batch_losses.mean().item())
+    return losses, steps, private.history
+
+
+def _result(
+    model: nn.Module,
+    global_state: Mapping[str, torch.Tensor],
+    labels: torch.Tensor,
+    losses: list[float],
+    steps: int,
+    start: float,
+    history: list[DPStep],
+) -> LocalTrainingResult:
+    """The round's result: the update ``local - global`` and what training observed."""
     update = {
         name: (tensor.detach() - global_state[name]).numpy()
         for name, tensor in model.state_dict().items()
@@ -116,7 +168,7 @@ def train_locally(
         steps=steps,
         train_loss=float(np.mean(losses)) if losses else float("nan"),
         seconds=time.perf_counter() - start,
-        history=history_of(engine.accountant) if engine is not None else list(history),
+        history=history,
     )
 
 

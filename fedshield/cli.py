@@ -52,6 +52,7 @@ def simulate(
     target_epsilon: Annotated[Optional[float], typer.Option(help="per-client epsilon for the whole run; the noise is calibrated to it [scenario preset]")] = None,
     noise_multiplier: Annotated[Optional[float], typer.Option(help="fixed noise multiplier sigma instead of a target epsilon")] = None,
     no_dp: Annotated[bool, typer.Option("--no-dp", help="train without differential privacy (a baseline)")] = False,
+    no_secagg: Annotated[bool, typer.Option("--no-secagg", help="sum the updates in the clear instead of by secure aggregation (a baseline)")] = False,
     delta: Annotated[Optional[float], typer.Option(help="DP delta, must be below 1/N_local")] = None,
     data_root: Annotated[Optional[str], typer.Option(help="folder with the real datasets (e.g. ../shared/data)")] = None,
     partitioning: Annotated[Optional[str], typer.Option(help="iid, dirichlet or quantity")] = None,
@@ -89,6 +90,8 @@ def simulate(
         "out-dir": out,
     }
     overrides.update({k: v for k, v in flags.items() if v is not None})
+    if no_secagg:
+        overrides["secure-aggregation"] = False
     if no_dp:
         overrides["dp"] = False
     try:

@@ -42,19 +42,35 @@ def make_private(
     steps. The returned model wraps ``model``; parameters are shared, so read weights
     from ``model`` itself (its names carry no Opacus prefix).
     """
-    torch.manual_seed(unpredictable_seed())  # the Poisson sampler draws from the global RNG
     engine = PrivacyEngine(accountant=accountant)
     engine.accountant = build_accountant(accountant, history)
     private_model, private_optimizer, private_loader = engine.make_private(
         module=model,
         optimizer=optimizer,
-        data_loader=data_loader,
+        data_loader=_unpredictably_sampled(data_loader),
         noise_multiplier=noise_multiplier,
         max_grad_norm=max_grad_norm,
         poisson_sampling=True,
         noise_generator=torch.Generator().manual_seed(unpredictable_seed()),
     )
     return engine, private_model, private_optimizer, private_loader
+
+
+def _unpredictably_sampled(data_loader: DataLoader) -> DataLoader:
+    """``data_loader`` with a generator seeded from ``os.urandom``.
+
+    With ``secure_mode`` off, Opacus' Poisson sampler draws from the *loader's*
+    generator, not the global RNG; a loader seeded for shuffling (a public seed) would
+    make every DP batch predictable.
+    """
+    return DataLoader(
+        data_loader.dataset,
+        batch_size=data_loader.batch_size,
+        drop_last=data_loader.drop_last,
+        collate_fn=data_loader.collate_fn,
+        num_workers=data_loader.num_workers,
+        generator=torch.Generator().manual_seed(unpredictable_seed()),
+    )
 
 
 def unpredictable_seed() -> int:

@@ -14,9 +14,13 @@ import numpy as np
 import torch
 from flwr.serverapp import Grid
 
+from privacy.distributed_dp import ClientLevelAccountant
+from server.ema import ParameterEMA
+from server.ledger_merge import CoordinatorLedger
 from server.optimizers import ServerOptimizer
 from server.results import RoundRecord, RunResults, new_run_id, round_record_dict
-from server.workflow import PlainWorkflow
+from server.secure_workflow import SecureWorkflow
+from server.workflow import PlainWorkflow, RoundAggregate
 from task.config import RunConfig
 from task.datasets import load_dataset
 from task.evaluation import evaluate
@@ -75,17 +79,52 @@ def initial_weights(config: RunConfig, shape: tuple[int, int, int], num_classes:
     return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
 
 
+def make_workflow(config: RunConfig) -> PlainWorkflow | SecureWorkflow:
+    """Secure aggregation unless config key 'secure-aggregation' is false."""
+    return SecureWorkflow(config) if config.secure_aggregation else PlainWorkflow()
+
+
+def account_client_level(
+    accountant: ClientLevelAccountant,
+    server_round: int,
+    aggregate: RoundAggregate,
+    sampled: list[int],
+    eligible: list[int],
+) -> None:
+    """Charge a released sum to the client-level accountant. The sum carries the noise
+    shares of its contributors only, so a round with dropouts is charged with the reduced
+    multiplier sigma * sqrt(contributors / sampled); an aborted round releases nothing."""
+    if aggregate.aborted or not aggregate.trained:
+        return
+    epsilon = accountant.record_round(
+        server_round, len(sampled), len(aggregate.trained), len(sampled) / len(eligible)
+    )
+    if len(aggregate.trained) < len(sampled):
+        log.warning(
+            "round %d: %d of %d clients contributed, so the sum carries client-level noise "
+            "multiplier %.4f instead of %.4f; client-level epsilon is now %.4f",
+            server_round, len(aggregate.trained), len(sampled),
+            accountant.rounds[-1].effective_noise_multiplier, accountant.noise_multiplier,
+            epsilon,
+        )
+
+
 def run_federation(
     grid: Grid,
     config: RunConfig,
-    workflow: PlainWorkflow | None = None,
+    workflow: PlainWorkflow | SecureWorkflow | None = None,
     on_round: RoundCallback | None = None,
     node_wait_timeout: float = 120.0,
     round_timeout: float | None = None,
 ) -> dict:
     """Run ``config.num_server_rounds`` rounds; write and return the run summary."""
     started = time.perf_counter()
-    workflow = workflow or PlainWorkflow()
+    workflow = workflow or make_workflow(config)
+    client_level = (
+        ClientLevelAccountant(config.client_noise_multiplier, config.client_clip_norm,
+                              config.delta, config.accountant)
+        if config.client_dp else None
+    )
     scenario = SCENARIOS[config.scenario]
     test = load_dataset(scenario.dataset, config.data_root or None, config.seed).test
     shape, num_classes = tuple(test.images.shape[1:]), len(test.classes)
@@ -94,8 +133,11 @@ def run_federation(
     optimizer = ServerOptimizer(
         config.server_optimizer, config.server_learning_rate, config.server_momentum
     )
+    ema = ParameterEMA(config.server_ema)  # decay 0: the released model is the latest
+    released = weights
     run_id = new_run_id(config.scenario)
     results = RunResults(Path(config.out_dir) / run_id)
+    ledger = CoordinatorLedger(results.directory)
     clients: dict[int, ClientLedgerView] = {}
     rng = random.Random(config.seed)
     rounds: list[RoundRecord] = []
@@ -115,20 +157,21 @@ def run_federation(
             )
             break
         sampled = sample_nodes(eligible, config.fraction_train, config.min_train_clients, rng)
-        train_config = {**config.to_flower(), "server-round": server_round}
+        train_config = {**config.to_flower(), "server-round": server_round, "run-id": run_id}
         aggregate = workflow.run_round(
             grid, sampled, to_record(weights), train_config, server_round,
-            timeout=round_timeout,
+            timeout=round_timeout if round_timeout is not None else config.round_timeout or None,
         )
         for report in aggregate.reports:
+            ledger.receive(report, server_round)
             view = clients.setdefault(report.node_id, ClientLedgerView(report.client_id))
             view.client_id, view.last_status = report.client_id, report.status
             if report.epsilon is not None:
                 view.epsilon = max(view.epsilon, report.epsilon)
                 view.epsilon_by_round[server_round] = view.epsilon
-            if report.status == "trained":
+            if "steps" in report.public:  # it trained, whether or not its update was used
                 view.rounds_trained += 1
-                view.steps += int(report.public.get("steps", 0))
+                view.steps += int(report.public["steps"])
                 view.mechanism = {k: v for k, v in report.public.items() if k != "steps"}
             if report.status == "declined":
                 view.exhausted = True
@@ -136,12 +179,18 @@ def run_federation(
             if report.status == "failed":
                 log.error("%s failed in round %d: %s", report.client_id, server_round, report.reason)
         trained = aggregate.trained
-        if trained:
-            weights = optimizer.step(weights, aggregate.mean_update())
-        elif all(r.status == "failed" for r in aggregate.reports):
+        if all(r.status == "failed" for r in aggregate.reports):
             reasons = "; ".join(sorted({r.reason for r in aggregate.reports}))
             raise FederationError(f"every client failed in round {server_round}: {reasons}")
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+        if aggregate.aborted:
+            log.error("round %d aborted: %s; the global model is unchanged",
+                      server_round, aggregate.aborted)
+        elif trained:
+            weights = optimizer.step(weights, aggregate.mean_update())
+        if client_level is not None:
+            account_client_level(client_level, server_round, aggregate, sampled, eligible)
+        released = ema.update(weights)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in released.items()})
         loss, accuracy = evaluate(model, test.images, test.labels)
         val_examples = aggregate.metric_sums.get("val-examples", 0.0)
         record = RoundRecord(
@@ -163,7 +212,7 @@ def run_federation(
         if on_round is not None:
             on_round(record)
 
-    results.save_model(weights)
+    results.save_model(released)
     summary = {
         "run_id": run_id,
         "results_dir": str(results.directory),
@@ -179,6 +228,8 @@ def run_federation(
         "stop_reason": stop_reason,
         "config": config.to_flower(),
         **workflow.describe(),
+        "ledger": ledger.describe(),
+        "client_level_epsilon": client_level.to_dict() if client_level is not None else None,
         "client_epsilon": {
             c.client_id: {"final": c.epsilon, "rounds_trained": c.rounds_trained,
                           "steps": c.steps, **c.mechanism,

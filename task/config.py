@@ -29,6 +29,7 @@ ACCOUNTANTS = ("prv", "rdp")
 PARTITIONINGS = ("iid", "dirichlet", "quantity")
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")
 ACTIVATIONS = ("relu", "tanh")
+DP_ENGINES = ("fast", "opacus")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class RunConfig:
     delta: float = 1e-5
     max_grad_norm: float = 1.0
     accountant: str = "prv"
+    dp_engine: str = "fast"
     partitioning: str = "iid"
     dirichlet_alpha: float = 0.5
     val_fraction: float = 0.1
@@ -58,8 +60,18 @@ class RunConfig:
     server_optimizer: str = "fedavg"
     server_learning_rate: float = 1.0
     server_momentum: float = 0.9
+    server_ema: float = 0.0
     out_dir: str = "runs"
     round_timeout: float = 0.0
+    secure_aggregation: bool = True
+    secagg_threshold_fraction: float = 0.5
+    secagg_clip_range: float = 8.0
+    secagg_weight_scale: float = 1000.0
+    client_dp: bool = False
+    client_noise_multiplier: float = 1.0
+    client_clip_norm: float = 5.0
+    ledger_dir: str = ""
+    client_budgets: str = ""
 
     def to_flower(self) -> dict[str, bool | int | float | str]:
         """The config as Flower run-config items (kebab-case keys, scalar values)."""
@@ -85,6 +97,7 @@ SCENARIO_TUNED = (
     "max_grad_norm",
     "server_optimizer",
     "server_learning_rate",
+    "server_ema",
 )
 
 
@@ -167,6 +180,7 @@ def validate_config(config: RunConfig) -> None:
         _require(c.max_grad_norm > 0, "max-grad-norm", "> 0", c.max_grad_norm)
         _require(c.accountant in ACCOUNTANTS, "accountant", f"one of {ACCOUNTANTS}",
                  c.accountant)
+        _require(c.dp_engine in DP_ENGINES, "dp-engine", f"one of {DP_ENGINES}", c.dp_engine)
     _require(c.partitioning in PARTITIONINGS, "partitioning", f"one of {PARTITIONINGS}",
              c.partitioning)
     _require(c.dirichlet_alpha > 0, "dirichlet-alpha", "> 0", c.dirichlet_alpha)
@@ -178,6 +192,54 @@ def validate_config(config: RunConfig) -> None:
              c.server_learning_rate)
     _require(0.0 <= c.server_momentum < 1.0, "server-momentum", "in [0, 1)",
              c.server_momentum)
+    _require(0.0 <= c.server_ema < 1.0, "server-ema", "in [0, 1) (0 = no averaging)",
+             c.server_ema)
     _require(bool(c.out_dir), "out-dir", "a directory path", c.out_dir)
     _require(c.round_timeout >= 0, "round-timeout", ">= 0 seconds (0 = no limit)",
              c.round_timeout)
+    _validate_secure_aggregation(c)
+    parse_client_budgets(c.client_budgets)
+
+
+def _validate_secure_aggregation(c: RunConfig) -> None:
+    """Secure aggregation and client-level DP knobs (see task.secure_vector and
+    privacy.distributed_dp for what they bound)."""
+    _require(0.5 <= c.secagg_threshold_fraction <= 1.0, "secagg-threshold-fraction",
+             "in [0.5, 1]", c.secagg_threshold_fraction)
+    _require(c.secagg_clip_range > 0, "secagg-clip-range", "> 0", c.secagg_clip_range)
+    _require(c.secagg_weight_scale > 0, "secagg-weight-scale", "> 0", c.secagg_weight_scale)
+    if c.secure_aggregation:
+        _require(c.min_train_clients >= 2, "min-train-clients",
+                 ">= 2 with secure-aggregation on (a sum of one update is that update)",
+                 c.min_train_clients)
+    if c.client_dp:
+        _require(c.secure_aggregation, "client-dp",
+                 "false unless secure-aggregation is true (the noise is added in shares that "
+                 "only the secure sum adds up)", c.client_dp)
+        _require(c.client_noise_multiplier > 0, "client-noise-multiplier", "> 0",
+                 c.client_noise_multiplier)
+        _require(0 < c.client_clip_norm <= c.secagg_clip_range, "client-clip-norm",
+                 f"in (0, secagg-clip-range={c.secagg_clip_range:g}]", c.client_clip_norm)
+        _require(0.0 < c.delta < 1.0, "delta", "in (0, 1)", c.delta)
+        _require(c.accountant in ACCOUNTANTS, "accountant", f"one of {ACCOUNTANTS}",
+                 c.accountant)
+
+
+def parse_client_budgets(text: str) -> dict[str, float]:
+    """``"client-0=1.0, client-3=2.5"`` -> ``{"client-0": 1.0, "client-3": 2.5}``.
+
+    Per-client epsilon budgets set by the run (a stand-in, in simulation, for each node's
+    own node config ``epsilon-budget``, which always wins). ConfigError names a bad item.
+    """
+    budgets: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        client, sep, value = (piece.strip() for piece in item.partition("="))
+        try:
+            budget = float(value) if sep and client else math.nan
+        except ValueError:
+            budget = math.nan
+        _require(math.isfinite(budget) and budget > 0, "client-budgets",
+                 "comma-separated CLIENT=EPSILON items with EPSILON > 0", item)
+        _require(client not in budgets, "client-budgets", "free of repeated clients", item)
+        budgets[client] = budget
+    return budgets

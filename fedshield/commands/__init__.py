@@ -6,5 +6,13 @@ ledger verify``); ``COMMANDS``: name -> module exposing a function named ``comma
 inside the command functions, so ``fedshield --help`` stays fast.
 """
 
-COMMAND_GROUPS: dict[str, str] = {}
-COMMANDS: dict[str, str] = {}
+COMMAND_GROUPS: dict[str, str] = {
+    "audit": "fedshield.commands.audit",
+    "ledger": "fedshield.commands.ledger",
+}
+COMMANDS: dict[str, str] = {
+    "report": "fedshield.commands.report",
+    "certs": "fedshield.commands.certs",
+    "partition": "fedshield.commands.partition",
+    "sweep": "fedshield.commands.sweep",
+}
