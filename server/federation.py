@@ -20,7 +20,7 @@ from server.ledger_merge import CoordinatorLedger
 from server.optimizers import ServerOptimizer
 from server.results import RoundRecord, RunResults, new_run_id, round_record_dict
 from server.secure_workflow import SecureWorkflow
-from server.workflow import PlainWorkflow, RoundAggregate
+from server.workflow import PlainWorkflow, RoundAggregate, unnamed_client
 from task.config import RunConfig
 from task.datasets import load_dataset
 from task.evaluation import evaluate
@@ -165,7 +165,9 @@ def run_federation(
         for report in aggregate.reports:
             ledger.receive(report, server_round)
             view = clients.setdefault(report.node_id, ClientLedgerView(report.client_id))
-            view.client_id, view.last_status = report.client_id, report.status
+            if report.client_id != unnamed_client(report.node_id):
+                view.client_id = report.client_id
+            report.client_id, view.last_status = view.client_id, report.status
             if report.epsilon is not None:
                 view.epsilon = max(view.epsilon, report.epsilon)
                 view.epsilon_by_round[server_round] = view.epsilon
@@ -179,9 +181,11 @@ def run_federation(
             if report.status == "failed":
                 log.error("%s failed in round %d: %s", report.client_id, server_round, report.reason)
         trained = aggregate.trained
-        if all(r.status == "failed" for r in aggregate.reports):
+        if all(r.status in ("failed", "dropped") for r in aggregate.reports):
             reasons = "; ".join(sorted({r.reason for r in aggregate.reports}))
-            raise FederationError(f"every client failed in round {server_round}: {reasons}")
+            raise FederationError(
+                f"every sampled client failed or dropped in round {server_round}: {reasons}"
+            )
         if aggregate.aborted:
             log.error("round %d aborted: %s; the global model is unchanged",
                       server_round, aggregate.aborted)

@@ -57,7 +57,7 @@ from privacy.secagg import (
     default_threshold,
     resolve_round_parameters,
 )
-from server.workflow import ClientReport, RoundAggregate, parse_report
+from server.workflow import ClientReport, RoundAggregate, parse_report, unnamed_client
 from task import secagg_wire as wire
 from task.config import RunConfig
 from task.records import from_record
@@ -112,7 +112,7 @@ class _Round:
 
     def name(self, node: int) -> str:
         report = self.reports.get(node)
-        return report.client_id if report else f"node-{node}"
+        return report.client_id if report else unnamed_client(node)
 
     def drop(self, node: int, stage: str, why: str) -> None:
         self.left.setdefault(node, (stage, why))
@@ -248,7 +248,7 @@ class SecureWorkflow:
             reply = replies.get(node)
             if reply is None:
                 state.reports[node] = ClientReport(
-                    node, f"node-{node}", "dropped", reason="no reply before the timeout"
+                    node, unnamed_client(node), "dropped", reason="no reply before the timeout"
                 )
             else:
                 state.reports[node] = parse_report(reply, node)

@@ -81,10 +81,15 @@ def train_messages(
     ]
 
 
+def unnamed_client(node_id: int) -> str:
+    """The name of a node whose reply carried none (it failed or never replied)."""
+    return f"node-{node_id}"
+
+
 def parse_report(reply: Message, node_id: int) -> ClientReport:
     """The clear-text part of a client's reply (or of its error)."""
     if reply.has_error():
-        return ClientReport(node_id, f"node-{node_id}", "failed", reason=reply.error.reason)
+        return ClientReport(node_id, unnamed_client(node_id), "failed", reason=reply.error.reason)
     status = reply.content["status"]
     metrics = reply.content.get("metrics", {})
     epsilon = metrics.get("epsilon")
@@ -126,7 +131,7 @@ class PlainWorkflow:
         for node_id in node_ids:
             reply = replies.get(node_id)
             if reply is None:
-                reports.append(ClientReport(node_id, f"node-{node_id}", "dropped",
+                reports.append(ClientReport(node_id, unnamed_client(node_id), "dropped",
                                             reason="no reply before the timeout"))
                 continue
             report = parse_report(reply, node_id)
