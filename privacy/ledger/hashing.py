@@ -18,6 +18,7 @@ a deleted or moved entry.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from typing import Any
@@ -37,64 +38,44 @@ def canonical_json(payload: dict[str, Any]) -> bytes:
     ).encode("utf-8")
 
 
-def hash_payload(
-    charge: PrivacyCharge,
-    *,
-    ledger_id: str,
-    seq: int,
-    prev_hash: str,
-    client_seq: int,
-    client_prev_hash: str,
-    signer_key_id: str,
-) -> dict[str, Any]:
-    """The dict whose canonical JSON is hashed into ``entry_hash``."""
+#: The fields of :class:`~privacy.ledger.models.LedgerEntry` hashed next to the charge and
+#: :data:`HASH_FORMAT`: all but ``charge``, ``entry_hash`` and ``signature``, in declaration
+#: order (``ledger_id``, ``seq``, ``prev_hash``, ``client_seq``, ``client_prev_hash``,
+#: ``signer_key_id``).
+CHAIN_FIELDS: tuple[str, ...] = tuple(
+    f.name
+    for f in dataclasses.fields(LedgerEntry)
+    if f.name not in {"charge", "entry_hash", "signature"}
+)
+
+
+def hash_payload(charge: PrivacyCharge, **position: Any) -> dict[str, Any]:
+    """The dict whose canonical JSON is hashed into ``entry_hash``.
+
+    Raises:
+        TypeError: ``position`` is not exactly the keyword arguments :data:`CHAIN_FIELDS`.
+    """
+    if set(position) != set(CHAIN_FIELDS):
+        raise TypeError(
+            f"an entry's chain position takes exactly the keyword arguments "
+            f"{list(CHAIN_FIELDS)}, got {sorted(position)}"
+        )
     payload = charge.to_dict()
-    payload.update(
-        format=HASH_FORMAT,
-        ledger_id=ledger_id,
-        seq=seq,
-        prev_hash=prev_hash,
-        client_seq=client_seq,
-        client_prev_hash=client_prev_hash,
-        signer_key_id=signer_key_id,
-    )
+    payload.update(position, format=HASH_FORMAT)
     return payload
 
 
-def compute_entry_hash(
-    charge: PrivacyCharge,
-    *,
-    ledger_id: str,
-    seq: int,
-    prev_hash: str,
-    client_seq: int,
-    client_prev_hash: str,
-    signer_key_id: str,
-) -> str:
+def compute_entry_hash(charge: PrivacyCharge, **position: Any) -> str:
     """Hex SHA-256 of the canonical JSON of :func:`hash_payload`."""
-    payload = hash_payload(
-        charge,
-        ledger_id=ledger_id,
-        seq=seq,
-        prev_hash=prev_hash,
-        client_seq=client_seq,
-        client_prev_hash=client_prev_hash,
-        signer_key_id=signer_key_id,
-    )
-    return hashlib.sha256(canonical_json(payload)).hexdigest()
+    return hashlib.sha256(canonical_json(hash_payload(charge, **position))).hexdigest()
 
 
 def recompute_entry_hash(entry: LedgerEntry, *, seq: int | None = None) -> str:
     """The hash ``entry`` should carry (optionally as if it were entry number ``seq``)."""
-    return compute_entry_hash(
-        entry.charge,
-        ledger_id=entry.ledger_id,
-        seq=entry.seq if seq is None else seq,
-        prev_hash=entry.prev_hash,
-        client_seq=entry.client_seq,
-        client_prev_hash=entry.client_prev_hash,
-        signer_key_id=entry.signer_key_id,
-    )
+    position: dict[str, Any] = {name: getattr(entry, name) for name in CHAIN_FIELDS}
+    if seq is not None:
+        position["seq"] = seq
+    return compute_entry_hash(entry.charge, **position)
 
 
 def signing_message(entry_hash: str) -> bytes:

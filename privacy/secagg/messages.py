@@ -26,7 +26,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from numbers import Integral, Real
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -175,107 +175,91 @@ class EncryptedShare:
     ciphertext: bytes
 
 
-def _shares_from_lists(
-    owner_field: str, owner: int, peers: Any, nonces: Any, ciphertexts: Any, peer_is_sender: bool
-) -> list[EncryptedShare]:
-    peers = _convert("list[int]", "peers", peers)
-    nonces = _convert("list[bytes]", "nonces", nonces)
-    ciphertexts = _convert("list[bytes]", "ciphertexts", ciphertexts)
-    if not len(peers) == len(nonces) == len(ciphertexts):
-        raise SecAggProtocolError(f"{owner_field}: share lists have different lengths")
-    return [
-        EncryptedShare(p, owner, n, c) if peer_is_sender else EncryptedShare(owner, p, n, c)
-        for p, n, c in zip(peers, nonces, ciphertexts, strict=True)
-    ]
+class _ShareList:
+    """``to_dict``/``from_dict`` for a message carrying the shares one client has in common.
+
+    Every share has the same ``_OWNER`` end (a field of the message, e.g. ``sender``); on
+    the wire the shares become the parallel lists ``<_PEER>s`` (the other end of each
+    share), ``nonces`` and ``ciphertexts``, next to ``run_id``, ``round_id`` and the owner.
+    """
+
+    _OWNER: ClassVar[str]
+    _PEER: ClassVar[str]
+
+    run_id: str
+    round_id: int
+    shares: list[EncryptedShare]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat mapping; the shares become parallel lists ``<peer>s``, ``nonces``,
+        ``ciphertexts``."""
+        return {
+            "run_id": self.run_id,
+            "round_id": self.round_id,
+            self._OWNER: getattr(self, self._OWNER),
+            f"{self._PEER}s": [getattr(s, self._PEER) for s in self.shares],
+            "nonces": [s.nonce for s in self.shares],
+            "ciphertexts": [s.ciphertext for s in self.shares],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Inverse of :meth:`to_dict`, checking names, types and list lengths."""
+        peers_key = f"{cls._PEER}s"
+        keys = {"run_id", "round_id", cls._OWNER, peers_key, "nonces", "ciphertexts"}
+        if set(data) != keys:
+            raise SecAggProtocolError(
+                f"{cls.__name__}: expected keys {sorted(keys)}, got {sorted(data, key=str)}"
+            )
+        owner = _convert("int", cls._OWNER, data[cls._OWNER])
+        peers = _convert("list[int]", peers_key, data[peers_key])
+        nonces = _convert("list[bytes]", "nonces", data["nonces"])
+        ciphertexts = _convert("list[bytes]", "ciphertexts", data["ciphertexts"])
+        if not len(peers) == len(nonces) == len(ciphertexts):
+            raise SecAggProtocolError(f"{cls.__name__}: share lists have different lengths")
+        shares = [
+            EncryptedShare(**{cls._OWNER: owner, cls._PEER: p, "nonce": n, "ciphertext": c})
+            for p, n, c in zip(peers, nonces, ciphertexts, strict=True)
+        ]
+        return cls(  # type: ignore[call-arg]
+            _convert("str", "run_id", data["run_id"]),
+            _convert("int", "round_id", data["round_id"]),
+            owner,
+            shares,
+        )
 
 
 @dataclass(frozen=True)
-class EncryptedShares:
-    """Stage ``share_secrets`` (C_u -> S): one ciphertext per neighbour of ``sender``."""
+class EncryptedShares(_ShareList):
+    """Stage ``share_secrets`` (C_u -> S): one ciphertext per neighbour of ``sender``.
+
+    On the wire (:meth:`to_dict`) the shares are the parallel lists ``recipients``,
+    ``nonces``, ``ciphertexts``."""
+
+    _OWNER: ClassVar[str] = "sender"
+    _PEER: ClassVar[str] = "recipient"
 
     run_id: str
     round_id: int
     sender: int
     shares: list[EncryptedShare] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Flat mapping; the shares become parallel lists ``recipients``, ``nonces``,
-        ``ciphertexts``."""
-        return {
-            "run_id": self.run_id,
-            "round_id": self.round_id,
-            "sender": self.sender,
-            "recipients": [s.recipient for s in self.shares],
-            "nonces": [s.nonce for s in self.shares],
-            "ciphertexts": [s.ciphertext for s in self.shares],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EncryptedShares:
-        """Inverse of :meth:`to_dict`."""
-        keys = {"run_id", "round_id", "sender", "recipients", "nonces", "ciphertexts"}
-        if set(data) != keys:
-            raise SecAggProtocolError(f"EncryptedShares: expected keys {sorted(keys)}")
-        sender = _convert("int", "sender", data["sender"])
-        shares = _shares_from_lists(
-            "EncryptedShares",
-            sender,
-            data["recipients"],
-            data["nonces"],
-            data["ciphertexts"],
-            peer_is_sender=False,
-        )
-        return cls(
-            _convert("str", "run_id", data["run_id"]),
-            _convert("int", "round_id", data["round_id"]),
-            sender,
-            shares,
-        )
-
 
 @dataclass(frozen=True)
-class ForwardedShares:
+class ForwardedShares(_ShareList):
     """Stage ``collect_masked_input`` (S -> C_u): the ciphertexts addressed to
-    ``recipient`` by neighbours that completed ``share_secrets``."""
+    ``recipient`` by neighbours that completed ``share_secrets``.
+
+    On the wire (:meth:`to_dict`) the shares are the parallel lists ``senders``,
+    ``nonces``, ``ciphertexts``."""
+
+    _OWNER: ClassVar[str] = "recipient"
+    _PEER: ClassVar[str] = "sender"
 
     run_id: str
     round_id: int
     recipient: int
     shares: list[EncryptedShare] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Flat mapping; the shares become parallel lists ``senders``, ``nonces``,
-        ``ciphertexts``."""
-        return {
-            "run_id": self.run_id,
-            "round_id": self.round_id,
-            "recipient": self.recipient,
-            "senders": [s.sender for s in self.shares],
-            "nonces": [s.nonce for s in self.shares],
-            "ciphertexts": [s.ciphertext for s in self.shares],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ForwardedShares:
-        """Inverse of :meth:`to_dict`."""
-        keys = {"run_id", "round_id", "recipient", "senders", "nonces", "ciphertexts"}
-        if set(data) != keys:
-            raise SecAggProtocolError(f"ForwardedShares: expected keys {sorted(keys)}")
-        recipient = _convert("int", "recipient", data["recipient"])
-        shares = _shares_from_lists(
-            "ForwardedShares",
-            recipient,
-            data["senders"],
-            data["nonces"],
-            data["ciphertexts"],
-            peer_is_sender=True,
-        )
-        return cls(
-            _convert("str", "run_id", data["run_id"]),
-            _convert("int", "round_id", data["round_id"]),
-            recipient,
-            shares,
-        )
 
 
 @dataclass(frozen=True)
