@@ -162,8 +162,8 @@ def run_federation(
             grid, sampled, to_record(weights), train_config, server_round,
             timeout=round_timeout if round_timeout is not None else config.round_timeout or None,
         )
+        ledger.receive(aggregate.reports, server_round)
         for report in aggregate.reports:
-            ledger.receive(report, server_round)
             view = clients.setdefault(report.node_id, ClientLedgerView(report.client_id))
             if report.client_id != unnamed_client(report.node_id):
                 view.client_id = report.client_id

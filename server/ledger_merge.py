@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,38 +47,45 @@ class CoordinatorLedger:
         self.key_ids: dict[str, str] = {}
         self.problems: list[str] = []
 
-    def receive(self, report: ClientReport, server_round: int) -> None:
-        """Merge the ledger fields of one client's reply; record, never raise, a problem."""
-        fields = report.ledger
-        if not fields:
-            return
-        client_id = report.client_id
-        budget = {"epsilon": fields.get("epsilon-budget"), "delta": fields.get("budget-delta"),
-                  "source": fields.get("budget-source")}
-        self.budgets[client_id] = budget
-        if "ledger-id" not in fields:
-            return  # a client without DP keeps no ledger
-        try:
-            self._merge(client_id, fields)
-        except (LedgerError, ValueError, KeyError, TypeError) as error:
-            problem = f"round {server_round}: ledger of {client_id} not merged: {error}"
-            log.error("%s", problem)
-            self.problems.append(problem)
+    def receive(self, reports: Iterable[ClientReport], server_round: int) -> None:
+        """Merge the ledger fields of a round's replies; record, never raise, a problem.
 
-    def _merge(self, client_id: str, fields: dict[str, Any]) -> None:
+        The merged ledger is opened once per round; each client's entries are imported in
+        their own transaction, so one client's bad entries never cost another's.
+        """
+        with_ledgers = [r for r in reports if r.ledger]
+        for report in with_ledgers:
+            fields = report.ledger
+            self.budgets[report.client_id] = {
+                "epsilon": fields.get("epsilon-budget"),
+                "delta": fields.get("budget-delta"),
+                "source": fields.get("budget-source"),
+            }
+        signed = [r for r in with_ledgers if "ledger-id" in r.ledger]  # no DP: no ledger
+        if not signed:
+            return
+        with PrivacyLedger(self.path) as merged:
+            for report in signed:
+                try:
+                    self._merge(merged, report.client_id, report.ledger)
+                except (LedgerError, ValueError, KeyError, TypeError) as error:
+                    problem = f"round {server_round}: ledger of {report.client_id} not merged: {error}"
+                    log.error("%s", problem)
+                    self.problems.append(problem)
+
+    def _merge(self, merged: PrivacyLedger, client_id: str, fields: dict[str, Any]) -> None:
         public_key = bytes.fromhex(str(fields["public-key"]))
         entries = [LedgerEntry.from_dict(json.loads(text)) for text in fields["entries"]]
         strangers = {e.charge.client_id for e in entries} - {client_id}
         if strangers:
             raise LedgerError(f"it holds entries of other clients: {sorted(strangers)}")
-        with PrivacyLedger(self.path) as merged:
-            merged.enroll(client_id, public_key)
-            merged.import_entries(entries)
-            head_seq, head_hash = int(fields["head-seq"]), str(fields["head-hash"])
-            if head_seq:
-                held = {(e.ledger_id, e.seq): e.entry_hash for e in merged.entries(client_id=client_id)}
-                if held.get((str(fields["ledger-id"]), head_seq)) != head_hash:
-                    raise LedgerError(f"its reported head (entry {head_seq}) is not among its entries")
+        merged.enroll(client_id, public_key)
+        merged.import_entries(entries)
+        head_seq, head_hash = int(fields["head-seq"]), str(fields["head-hash"])
+        if head_seq:
+            held = {(e.ledger_id, e.seq): e.entry_hash for e in merged.entries(client_id=client_id)}
+            if held.get((str(fields["ledger-id"]), head_seq)) != head_hash:
+                raise LedgerError(f"its reported head (entry {head_seq}) is not among its entries")
         self.key_ids[client_id] = public_key_id(public_key)
         self.heads[client_id] = {"ledger_id": str(fields["ledger-id"]), "seq": head_seq,
                                  "entry_hash": head_hash}

@@ -28,7 +28,7 @@ def test_entries_from_every_round_and_client_are_merged_and_verify(tmp_path: Pat
     for server_round in (1, 2):
         for ledger in clients:
             ledger.charge(trained_outcome(0.5 * server_round), server_round)
-            coordinator.receive(report(ledger), server_round)
+            coordinator.receive([report(ledger)], server_round)
     described = coordinator.describe()
     assert described["problems"] == [] and described["merged"] == "ledger.sqlite"
     assert {c: h["seq"] for c, h in described["heads"].items()} == {"client-0": 2, "client-1": 2}
@@ -44,7 +44,7 @@ def test_a_forged_entry_is_refused_and_recorded(tmp_path: Path):
     fields = ledger.reply_fields()
     entry = json.loads(fields["entries"][0])
     entry["charge"]["epsilon_after"] = 0.1  # under-report, keeping the old signature
-    coordinator.receive(report(ledger, {**fields, "entries": [json.dumps(entry)]}), 1)
+    coordinator.receive([report(ledger, {**fields, "entries": [json.dumps(entry)]})], 1)
     (problem,) = coordinator.describe()["problems"]
     assert problem.startswith("round 1: ledger of client-0 not merged: refusing to import")
     assert "hash mismatch" in problem and "client-0" not in coordinator.heads
@@ -55,8 +55,8 @@ def test_entries_of_another_client_and_a_false_head_are_refused(tmp_path: Path):
     zero, one = client_ledger(tmp_path, "client-0"), client_ledger(tmp_path, "client-1")
     zero.charge(trained_outcome(), 1)
     one.charge(trained_outcome(), 1)
-    coordinator.receive(report(one, {**one.reply_fields(), "entries": zero.reply_fields()["entries"]}), 1)
-    coordinator.receive(report(zero, {**zero.reply_fields(), "head-seq": 5}), 1)
+    coordinator.receive([report(one, {**one.reply_fields(), "entries": zero.reply_fields()["entries"]})], 1)
+    coordinator.receive([report(zero, {**zero.reply_fields(), "head-seq": 5})], 1)
     problems = coordinator.describe()["problems"]
     assert "entries of other clients: ['client-0']" in problems[0]
     assert "reported head (entry 5) is not among its entries" in problems[1]
