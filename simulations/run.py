@@ -16,6 +16,7 @@ from flwr.simulation import run_simulation
 from client.app import app as client_app
 from server.app import make_server_app
 from server.results import RoundRecord
+from simulations import dispatch
 from task.config import ConfigError, RunConfig
 from task.datasets import load_dataset
 from task.partition import PartitionError, partition_indices
@@ -64,6 +65,7 @@ def simulate(
 ) -> dict:
     """Run ``config`` with ``num_clients`` virtual clients; return the run summary."""
     check_feasible(config, num_clients)
+    dispatch.install()
     summaries: list[dict] = []
     if not verbose:
         # Flower announces run_simulation's deprecation at WARNING on every run; our own

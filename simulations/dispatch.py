@@ -1,0 +1,75 @@
+"""Hand messages to simulated clients in one pass per poll, not one pass per client.
+
+Flower 1.42's simulation engine moves the ServerApp's messages to the client actors with
+``vce_api.add_messages_to_queue``: every 0.1 s it calls ``state.get_message_ins(node)``
+for *every* registered node, and each call walks *every* stored message, checking its
+expiry and federation membership. A poll therefore costs O(N * M) for N virtual clients
+and M messages in flight, all under the link state's lock and the GIL: at 100 clients
+it took a quarter of the main process's CPU (and blocked the server thread meanwhile),
+and at 10,000 clients one poll takes seconds, so the population, not the clients sampled
+per round, sets the round time.
+
+:func:`dispatch_pending` does the same work in O(M) per poll: one walk over the stored
+messages, the same validity check per message (``_check_stored_messages``), at most one
+undelivered message per node per poll (as Flower does), each marked delivered exactly
+as ``get_message_ins`` marks it. :func:`install` puts it in place of Flower's function
+for in-process simulations (:func:`simulations.run.simulate`); the first poll checks that
+the link state still has the attributes it relies on and falls back to Flower's own
+per-node polling if it does not, so a Flower upgrade can make this slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from queue import Queue
+from typing import Any
+
+from flwr.app import Message
+from flwr.server.superlink.fleet.vce import vce_api
+from flwr.supercore.date import now
+
+#: What dispatch_pending needs of the link state (Flower's InMemoryLinkState).
+_REQUIRED = ("lock", "message_ins_store", "_check_stored_messages")
+
+_flower_dispatch = vce_api.add_messages_to_queue
+
+
+def take_undelivered(state: Any, nodes: Mapping[int, Any]) -> list[Message]:
+    """Mark and return, for each node of ``nodes``, its oldest undelivered valid message.
+
+    Equivalent to ``[m for n in nodes for m in state.get_message_ins(n, limit=1)]`` on
+    Flower's in-memory link state, in one pass over the stored messages.
+    """
+    taken: dict[int, Message] = {}
+    with state.lock:
+        for message_id in list(state.message_ins_store):
+            state._check_stored_messages({message_id})  # expired or foreign: deleted
+            message = state.message_ins_store.get(message_id)
+            if message is None or message.metadata.delivered_at != "":
+                continue
+            destination = message.metadata.dst_node_id
+            if destination in nodes and destination not in taken:
+                taken[destination] = message
+        delivered_at = now().isoformat()
+        for message in taken.values():
+            message.metadata.delivered_at = delivered_at
+    return list(taken.values())
+
+
+def dispatch_pending(
+    state: Any, queue: Queue[Message], nodes: Mapping[int, Any], f_stop: threading.Event
+) -> None:
+    """Drop-in for ``vce_api.add_messages_to_queue``: poll every 0.1 s until stopped."""
+    if not all(hasattr(state, name) for name in _REQUIRED):
+        _flower_dispatch(state, queue, nodes, f_stop)
+        return
+    while not f_stop.is_set():
+        for message in take_undelivered(state, nodes):
+            queue.put(message)
+        f_stop.wait(0.1)
+
+
+def install() -> None:
+    """Use :func:`dispatch_pending` in Flower's simulation engine (idempotent)."""
+    vce_api.add_messages_to_queue = dispatch_pending
