@@ -20,6 +20,7 @@ ever under-states the privacy spent.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Iterable, Sequence
@@ -87,6 +88,14 @@ def compute_epsilon(history: Sequence[DPStep], delta: float, accountant: str) ->
     """Epsilon after all steps in ``history`` at ``delta``, rounded up; 0 if no steps."""
     if not history or sum(h.steps for h in history) == 0:
         return 0.0
+    return _cached_epsilon(tuple(history), delta, accountant)
+
+
+# Epsilon and sigma are pure functions of their arguments, and the clients of one process
+# (a simulation actor runs many) mostly share them: partitions of equal size have equal
+# sample rates. Each PRV evaluation costs tens of milliseconds, a calibration hundreds.
+@functools.lru_cache(maxsize=4096)
+def _cached_epsilon(history: tuple[DPStep, ...], delta: float, accountant: str) -> float:
     return round_up(accountant_epsilon(build_accountant(accountant, history), delta))
 
 
@@ -105,6 +114,7 @@ def accountant_epsilon(accountant: IAccountant, delta: float) -> float:
     return epsilon
 
 
+@functools.lru_cache(maxsize=1024)
 def calibrate_noise(
     target_epsilon: float,
     delta: float,
