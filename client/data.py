@@ -24,7 +24,7 @@ import torch
 
 from task.config import ConfigError, RunConfig
 from task.datasets import load_dataset
-from task.partition import partition_indices, split_train_val
+from task.partition import PartitionError, partition_indices, sampled_indices, split_train_val
 from task.partition_store import MANIFEST_FILE, PartitionStoreError, load_partition
 from task.scenarios import SCENARIOS
 
@@ -60,17 +60,35 @@ def _partitions(
 
 
 def load_client_data(partition_id: int, num_partitions: int, config: RunConfig) -> ClientData:
-    """The records of simulated client ``partition_id`` out of ``num_partitions``."""
+    """The records of simulated client ``partition_id`` out of ``num_partitions``.
+
+    With partitioning "sampled" the client's own ``records-per-client`` records are drawn
+    on demand (``task.partition.sampled_indices``), never the whole population's.
+    """
     dataset = SCENARIOS[config.scenario].dataset
     train = load_dataset(dataset, config.data_root or None, config.seed).train
-    indices = _partitions(
-        dataset,
-        config.data_root,
-        config.seed,
-        num_partitions,
-        config.partitioning,
-        config.dirichlet_alpha,
-    )[partition_id]
+    if config.partitioning == "sampled":
+        if not 0 <= partition_id < num_partitions:
+            raise PartitionError(
+                f"partition-id {partition_id} is outside 0..{num_partitions - 1}"
+            )
+        try:
+            indices = sampled_indices(
+                len(train.labels), config.records_per_client, partition_id, config.seed
+            )
+        except PartitionError as error:
+            raise PartitionError(
+                f"scenario '{config.scenario}' (dataset '{dataset}'): {error}"
+            ) from None
+    else:
+        indices = _partitions(
+            dataset,
+            config.data_root,
+            config.seed,
+            num_partitions,
+            config.partitioning,
+            config.dirichlet_alpha,
+        )[partition_id]
     train_idx, val_idx = split_train_val(indices, config.val_fraction, config.seed + partition_id)
     train_idx_t = torch.from_numpy(np.asarray(train_idx, dtype=np.int64))
     val_idx_t = torch.from_numpy(np.asarray(val_idx, dtype=np.int64))

@@ -55,7 +55,7 @@ def simulate(
     no_secagg: Annotated[bool, typer.Option("--no-secagg", help="sum the updates in the clear instead of by secure aggregation (a baseline)")] = False,
     delta: Annotated[Optional[float], typer.Option(help="DP delta, must be below 1/N_local")] = None,
     data_root: Annotated[Optional[str], typer.Option(help="folder with the real datasets (e.g. ../shared/data)")] = None,
-    partitioning: Annotated[Optional[str], typer.Option(help="iid, dirichlet or quantity")] = None,
+    partitioning: Annotated[Optional[str], typer.Option(help="iid, dirichlet, quantity or sampled (overlapping per-client samples of records-per-client records; scale experiments only)")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="Dirichlet concentration for dirichlet/quantity skew")] = None,
     seed: Annotated[Optional[int], typer.Option(help="seed for partitions and the initial model")] = None,
     out: Annotated[Optional[str], typer.Option(help="directory for run results [runs]")] = None,

@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 
 
 ACCOUNTANTS = ("prv", "rdp")
-PARTITIONINGS = ("iid", "dirichlet", "quantity")
+PARTITIONINGS = ("iid", "dirichlet", "quantity", "sampled")
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")
 ACTIVATIONS = ("relu", "tanh")
 DP_ENGINES = ("fast", "opacus")
@@ -54,6 +54,7 @@ class RunConfig:
     dp_engine: str = "fast"
     partitioning: str = "iid"
     dirichlet_alpha: float = 0.5
+    records_per_client: int = 16  # partitioning = "sampled" only
     val_fraction: float = 0.1
     seed: int = 42
     data_root: str = ""
@@ -184,6 +185,7 @@ def validate_config(config: RunConfig) -> None:
     _require(c.partitioning in PARTITIONINGS, "partitioning", f"one of {PARTITIONINGS}",
              c.partitioning)
     _require(c.dirichlet_alpha > 0, "dirichlet-alpha", "> 0", c.dirichlet_alpha)
+    _require(c.records_per_client >= 2, "records-per-client", ">= 2", c.records_per_client)
     _require(0.0 <= c.val_fraction < 1.0, "val-fraction", "in [0, 1)", c.val_fraction)
     _require(c.seed >= 0, "seed", ">= 0", c.seed)
     _require(c.server_optimizer in SERVER_OPTIMIZERS, "server-optimizer",

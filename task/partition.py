@@ -1,8 +1,9 @@
 """Split one training set into the clients' local datasets.
 
-Three schemes, each deterministic for a ``seed``; every record lands in exactly one
-partition. N is the number of records, K the number of partitions (clients), and
-``rng = numpy.random.default_rng(seed)``.
+Three partition schemes, each deterministic for a ``seed``; every record lands in exactly
+one partition. N is the number of records, K the number of partitions (clients), and
+``rng = numpy.random.default_rng(seed)``. A fourth scheme, ``sampled``, is not a
+partition (see below).
 
 ``iid``
     ``perm = rng.permutation(N)``, cut into K contiguous slices whose sizes differ by at
@@ -31,6 +32,19 @@ partition. N is the number of records, K the number of partitions (clients), and
     "Federated Learning on Non-IID Data Silos: An Experimental Study" (ICDE 2022), with
     a guaranteed minimum instead of re-drawing. Small alpha: a few clients hold most of
     the data.
+
+``sampled`` (independent per-client samples; for scale and systems experiments only)
+    Client j gets ``records_per_client`` distinct records drawn uniformly without
+    replacement from the N records with ``numpy.random.default_rng([seed, j])``
+    (``sampled_indices``): Floyd's algorithm, then a shuffle, so computing one client
+    takes O(records_per_client) work and memory, whatever K and N are. This lets 10,000
+    virtual clients train on a dataset of a few thousand records, and a 10,000-client
+    population do the same per-round work (same records per client) as a 100-client one.
+    Records are drawn independently per client, so clients' records overlap: this is
+    not a partition of the data. Each client's sample-level DP guarantee still holds for
+    its own data, but one record may be held by several clients, so a record's
+    protection across the federation is not that of one client; do not use it for
+    privacy-utility results.
 
 Why numpy and not the flwr-datasets partitioner objects at run time: they work on a
 HuggingFace ``Dataset`` and hand a partition back through ``Dataset.select``/``shard``,
@@ -65,6 +79,7 @@ __all__ = [
     "make_partitions",
     "partition_indices",
     "quantity_skew",
+    "sampled_indices",
     "split_train_val",
 ]
 
@@ -130,6 +145,51 @@ def partition_indices(
     if scheme == "dirichlet":
         return dirichlet_label_skew(labels, num_partitions, alpha, seed, min_partition_size)
     return quantity_skew(n, num_partitions, alpha, seed, min_partition_size)
+
+
+def sampled_indices(
+    num_records: int, records_per_client: int, partition_id: int, seed: int
+) -> np.ndarray:
+    """Client ``partition_id``'s records under the ``sampled`` scheme (module docstring).
+
+    ``records_per_client`` distinct indices drawn uniformly without replacement from
+    ``range(num_records)`` with ``numpy.random.default_rng([seed, partition_id])``, in
+    random order. Work and memory are O(records_per_client): nothing is sized by the
+    number of records or of clients. Different clients' samples overlap.
+
+    Raises:
+        PartitionError: ``records_per_client`` below 2 or above ``num_records``, or a
+            negative ``partition_id`` or ``seed``.
+    """
+    _check_int("num_records", num_records, minimum=0)
+    _check_int("partition_id", partition_id, minimum=0)
+    _check_int("seed", seed, minimum=0)
+    if isinstance(records_per_client, bool) or not isinstance(
+        records_per_client, (int, np.integer)
+    ):
+        raise PartitionError(f"records-per-client must be an int, got {records_per_client!r}")
+    if records_per_client < 2:
+        raise PartitionError(
+            f"records-per-client must be >= 2 (a client needs records to train on and to "
+            f"validate), got {records_per_client}"
+        )
+    if records_per_client > num_records:
+        raise PartitionError(
+            f"records-per-client is {records_per_client} but there are only {num_records} "
+            "records to draw from without replacement"
+        )
+    k, n = int(records_per_client), int(num_records)
+    rng = np.random.default_rng([int(seed), int(partition_id)])
+    # Floyd's algorithm: for j = n-k .. n-1 draw t uniform in [0, j]; take t unless it
+    # was taken already, then take j. Gives a uniform k-subset with k draws.
+    draws = rng.integers(0, np.arange(n - k + 1, n + 1, dtype=np.int64))
+    chosen: set[int] = set()
+    picked = np.empty(k, dtype=np.int64)
+    for i, (t, j) in enumerate(zip(draws.tolist(), range(n - k, n))):
+        pick = j if t in chosen else t
+        chosen.add(pick)
+        picked[i] = pick
+    return picked[rng.permutation(k)]
 
 
 def iid_partition(num_records: int, num_partitions: int, seed: int) -> list[np.ndarray]:

@@ -26,7 +26,7 @@ import torch
 
 from task.config import RunConfig
 from task.datasets import load_dataset
-from task.partition import partition_indices
+from task.partition import PARTITION_SCHEMES, PartitionError, partition_indices
 from task.scenarios import SCENARIOS
 
 __all__ = [
@@ -162,10 +162,17 @@ def write_client_partitions(
     to ``out_dir/client-<i>/``; return (folder, records) per client.
 
     Nothing is written when any target folder already holds a partition (unless
-    ``force``), so a half-replaced set of partitions cannot happen by mistake.
+    ``force``), so a half-replaced set of partitions cannot happen by mistake. Partitioning
+    "sampled" is refused (PartitionError): its clients' records overlap.
     """
     if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 1:
         raise PartitionStoreError(f"--clients must be an integer >= 1, got {num_clients!r}")
+    if config.partitioning not in PARTITION_SCHEMES:
+        raise PartitionError(
+            f"partitioning '{config.partitioning}' cannot be written as client folders: "
+            "sampled records overlap between clients, so a deployment needs a disjoint "
+            f"scheme ({', '.join(PARTITION_SCHEMES)})"
+        )
     dataset = SCENARIOS[config.scenario].dataset
     train = load_dataset(dataset, config.data_root or None, config.seed).train
     parts = partition_indices(

@@ -41,6 +41,9 @@ def test_pyproject_config_lists_every_knob_and_resolves():
         ({"delta": 1.0}, "'delta' must be in (0, 1)"),
         ({"accountant": "gdp"}, "'accountant' must be one of"),
         ({"partitioning": "random"}, "'partitioning' must be one of"),
+        ({"records-per-client": 1}, "config key 'records-per-client' must be >= 2, got 1"),
+        ({"records-per-client": 0}, "config key 'records-per-client' must be >= 2, got 0"),
+        ({"records-per-client": 2.5}, "'records-per-client' must be an integer"),
         ({"num-server-rounds": 2.5}, "'num-server-rounds' must be an integer"),
         ({"dp": "maybe"}, "'dp' must be true or false"),
         ({"learning-rte": 0.1}, "unknown config key 'learning-rte'"),
@@ -57,3 +60,11 @@ def test_flower_round_trip():
     config = resolve_config({"scenario": "banks", "seed": 7})
     assert resolve_config(config.to_flower()) == config
     assert isinstance(config, RunConfig)
+
+
+def test_sampled_partitioning_and_records_per_client_flow_through():
+    assert DEFAULTS.records_per_client == 16
+    assert DEFAULTS.to_flower()["records-per-client"] == 16
+    config = resolve_config({"partitioning": "sampled", "records-per-client": 32})
+    assert (config.partitioning, config.records_per_client) == ("sampled", 32)
+    assert resolve_config(config.to_flower()) == config

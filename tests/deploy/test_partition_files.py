@@ -13,7 +13,13 @@ import torch
 
 from client.data import NodeDataError, load_client_data, load_node_data, node_client_id
 from task.config import resolve_config
-from task.partition_store import PartitionStoreError, load_partition, save_partition
+from task.partition import PartitionError
+from task.partition_store import (
+    PartitionStoreError,
+    load_partition,
+    save_partition,
+    write_client_partitions,
+)
 
 CONFIG = resolve_config({"scenario": "digits", "seed": 7, "partitioning": "dirichlet",
                          "dirichlet-alpha": 1.0})
@@ -99,3 +105,56 @@ def test_save_refuses_bad_shapes(tmp_path: Path):
     with pytest.raises(PartitionStoreError, match="expected images"):
         save_partition(tmp_path, torch.zeros(3, 8, 8), torch.zeros(3, dtype=torch.int64), {})
     assert not list(tmp_path.iterdir())
+
+
+SAMPLED = resolve_config({"scenario": "digits", "seed": 7, "partitioning": "sampled",
+                          "records-per-client": 16, "val-fraction": 0.25})
+
+
+def test_sampled_client_data_is_its_own_draw_split_into_train_and_val(monkeypatch):
+    import client.data as client_data
+    from task.datasets import load_dataset
+    from task.partition import sampled_indices
+
+    def population_wide(*args, **kwargs):
+        raise AssertionError("sampled clients must not build every client's partition")
+
+    monkeypatch.setattr(client_data, "_partitions", population_wide)
+    train = load_dataset("digits", None, SAMPLED.seed).train
+    data = load_client_data(9_999, 10_000, SAMPLED)
+    assert data.client_id == "client-9999" and data.num_classes == 10
+    assert (len(data.train_labels), len(data.val_labels)) == (12, 4)
+    expected = sampled_indices(len(train.labels), 16, 9_999, SAMPLED.seed)
+    images = torch.cat([data.train_images, data.val_images])
+    labels = torch.cat([data.train_labels, data.val_labels])
+    rows = {tuple(train.images[i].flatten().tolist()) + (int(train.labels[i]),)
+            for i in expected.tolist()}
+    got = {tuple(images[j].flatten().tolist()) + (int(labels[j]),) for j in range(16)}
+    assert got == rows
+    again = load_client_data(9_999, 10_000, SAMPLED)
+    assert torch.equal(again.train_images, data.train_images)
+    assert not torch.equal(load_client_data(0, 10_000, SAMPLED).train_images,
+                           data.train_images)
+
+
+def test_sampled_client_data_errors_name_the_problem():
+    with pytest.raises(PartitionError, match="partition-id 3 is outside 0..2"):
+        load_client_data(3, 3, SAMPLED)
+    too_many = resolve_config({"partitioning": "sampled", "records-per-client": 10**6})
+    with pytest.raises(PartitionError, match="scenario 'digits'.*records-per-client is 1000000"):
+        load_client_data(0, 3, too_many)
+
+
+def test_sampled_partitions_are_not_written_for_deployment(tmp_path: Path):
+    with pytest.raises(PartitionError, match="overlap between clients"):
+        write_client_partitions(SAMPLED, 3, tmp_path / "api")
+    assert not (tmp_path / "api").exists()
+    result = partition("--clients", "3", "--partitioning", "sampled",
+                       "--out", str(tmp_path / "parts"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "sampled records overlap between clients" in lines[0]
+    assert "disjoint scheme (iid, dirichlet, quantity)" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "parts").exists()

@@ -16,6 +16,7 @@ from task.partition import (
     PartitionError,
     make_partitions,
     partition_indices,
+    sampled_indices,
     split_train_val,
 )
 
@@ -312,3 +313,89 @@ def test_make_partitions_over_image_data() -> None:
     parts = make_partitions(data, 4, scheme="iid", seed=0)
     assert [len(p) for p in parts] == [15, 15, 15, 15]
     _assert_exact_cover([p.indices.numpy() for p in parts], 60)
+
+
+# --- sampled: independent per-client samples (not a partition) --------------------------
+
+
+def test_sampled_is_deterministic_per_seed_and_partition_id() -> None:
+    a = sampled_indices(1000, 16, partition_id=7, seed=3)
+    assert np.array_equal(a, sampled_indices(1000, 16, partition_id=7, seed=3))
+    assert not np.array_equal(a, sampled_indices(1000, 16, partition_id=7, seed=4))
+    # exactly the stream the docstring names: default_rng([seed, partition_id])
+    assert np.array_equal(a, sampled_indices(1000, 16, partition_id=7, seed=np.int64(3)))
+
+
+def test_sampled_gives_distinct_in_range_records_of_the_requested_size() -> None:
+    for pid in range(200):
+        idx = sampled_indices(50, 16, partition_id=pid, seed=0)
+        assert idx.dtype == np.int64 and idx.shape == (16,)
+        assert len(np.unique(idx)) == 16
+        assert idx.min() >= 0 and idx.max() < 50
+    everything = sampled_indices(20, 20, partition_id=1, seed=0)  # k == N: a permutation
+    assert np.array_equal(np.sort(everything), np.arange(20))
+
+
+def test_sampled_clients_differ_and_overlap() -> None:
+    samples = [set(sampled_indices(8000, 16, partition_id=pid, seed=42).tolist())
+               for pid in range(1000)]
+    assert len({frozenset(s) for s in samples}) == 1000
+    # Drawn independently, so records are shared: 16,000 draws from 8,000 records.
+    assert len(set().union(*samples)) < 16_000
+
+
+def test_sampled_is_uniform_over_subsets() -> None:
+    """Every 3-subset of 5 records is equally likely (Floyd's algorithm, unbiased)."""
+    counts: dict[tuple[int, ...], int] = {}
+    draws = 4000
+    for pid in range(draws):
+        key = tuple(sorted(sampled_indices(5, 3, partition_id=pid, seed=1).tolist()))
+        counts[key] = counts.get(key, 0) + 1
+    assert len(counts) == 10
+    expected = draws / 10  # sd ~ 19
+    assert all(abs(c - expected) < 100 for c in counts.values()), counts
+    # and the order within a client is random too: first position is any of the 3
+    firsts = np.bincount([sampled_indices(5, 3, pid, 1)[0] for pid in range(2000)],
+                         minlength=5)
+    assert all(abs(f - 400) < 100 for f in firsts), firsts
+
+
+def test_sampled_work_and_memory_do_not_grow_with_population_or_records() -> None:
+    """Client 9,999 of 10,000 (or of 10^15), from 10^12 records: nothing that size is
+    built; the draw allocates a few KiB and takes well under a second."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        start = time.perf_counter()
+        for pid in (9_999, 10**15):
+            idx = sampled_indices(10**12, 16, partition_id=pid, seed=42)
+            assert len(np.unique(idx)) == 16 and idx.max() < 10**12
+        elapsed = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 * 1024, peak
+    assert elapsed < 1.0, elapsed
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((10, 11, 0, 0), "records-per-client is 11 but there are only 10 records"),
+        ((10, 1, 0, 0), "records-per-client must be >= 2"),
+        ((10, 0, 0, 0), "records-per-client must be >= 2"),
+        ((10, 4, -1, 0), "partition_id must be an int >= 0"),
+        ((10, 4, 0, -2), "seed must be an int >= 0"),
+        ((10, 2.5, 0, 0), "records-per-client must be an int"),
+    ],
+)
+def test_sampled_bad_arguments(args: tuple, message: str) -> None:
+    with pytest.raises(PartitionError, match=message):
+        sampled_indices(*args)
+
+
+def test_sampled_is_not_a_disjoint_scheme() -> None:
+    assert "sampled" not in PARTITION_SCHEMES
+    with pytest.raises(PartitionError, match="unknown partition scheme 'sampled'"):
+        partition_indices(_labels(), 4, scheme="sampled")
