@@ -53,3 +53,21 @@ def test_calibrated_noise_meets_the_target(accountant):
 
 def test_no_steps_no_epsilon():
     assert compute_epsilon([], 1e-5, "prv") == 0.0
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+@pytest.mark.parametrize(("target", "sample_rate", "steps"),
+                         [(8.0, 0.1, 160), (1.0, 0.1, 200), (0.5, 0.01, 5000), (10.0, 0.02, 20)])
+def test_calibration_agrees_with_opacus_search(accountant, target, sample_rate, steps):
+    from opacus.accountants import create_accountant
+    from opacus.accountants.utils import get_noise_multiplier
+
+    ours = calibrate_noise(target, 1e-5, sample_rate, steps, accountant)
+    reference = get_noise_multiplier(target_epsilon=target, target_delta=1e-5,
+                                     sample_rate=sample_rate, steps=steps, accountant=accountant)
+    raw = create_accountant(accountant)
+    raw.history = [(ours, sample_rate, steps)]
+    reached = raw.get_epsilon(delta=1e-5)
+    assert reached <= target  # never less noise than the target allows
+    assert target - reached <= 0.01  # and no more than Opacus' tolerance wastes
+    assert ours == pytest.approx(reference, rel=0.01)
