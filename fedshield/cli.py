@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated, Optional
 
 import typer
@@ -64,12 +65,7 @@ def simulate(
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Simulate a federation on this machine (Flower simulation engine, Ray backend)."""
-    from simulations.progress import RoundProgress
-    from simulations.run import check_feasible
-    from simulations.run import simulate as run_simulate
     from task.config import ConfigError, resolve_config
-    from task.datasets import DataRootError
-    from task.partition import PartitionError
     from task.scenarios import SCENARIOS
 
     if noise_multiplier is not None and target_epsilon is not None:
@@ -98,12 +94,27 @@ def simulate(
         config = resolve_config(overrides)
         if clients is not None and clients < 1:
             raise ConfigError(f"--clients must be >= 1, got {clients}")
-        num_clients = clients or SCENARIOS[config.scenario].default_clients
+    except ConfigError as error:
+        fail(str(error))
+    num_clients = clients or SCENARIOS[config.scenario].default_clients
+    from simulations.feasibility import check_feasible
+    from task.datasets import DataRootError
+    from task.partition import PartitionError
+
+    try:
         check_feasible(config, num_clients)
-        with RoundProgress(config, num_clients, console, enabled=not json_out) as progress:
-            summary = run_simulate(config, num_clients, on_round=progress.update, verbose=verbose)
     except (ConfigError, DataRootError, PartitionError) as error:
         fail(str(error))
+    # Ray starts while Flower, Opacus and the apps are imported.
+    from simulations.cluster import RayStarter
+
+    ray_starter = RayStarter(os.cpu_count() or 1, quiet=not verbose)
+    from simulations.progress import RoundProgress
+    from simulations.run import simulate as run_simulate
+
+    ray_starter.wait()
+    with RoundProgress(config, num_clients, console, enabled=not json_out) as progress:
+        summary = run_simulate(config, num_clients, on_round=progress.update, verbose=verbose)
     if json_out:
         print(json.dumps(summary, indent=2, sort_keys=True))
         return

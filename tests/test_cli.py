@@ -49,3 +49,12 @@ def test_too_many_clients_names_the_limit(tmp_path):
     result = fedshield("simulate", "--clients", "5000", cwd=tmp_path)
     assert result.returncode == 2
     assert "5000" in result.stderr and "digits" in result.stderr.lower()
+
+
+def test_sweep_refuses_overlapping_sampled_records(tmp_path):
+    result = fedshield("sweep", "--partitioning", "sampled", "--out", str(tmp_path / "sweep"),
+                       cwd=tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "'sampled'" in lines[0], result.stderr
+    assert not (tmp_path / "sweep").exists()

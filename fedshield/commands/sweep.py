@@ -24,7 +24,7 @@ def command(
     """Run a scenario at each target epsilon and seed (plus a non-private baseline) and
     write sweep.csv, sweep_summary.csv, sweep.json and sweep.png into --out."""
     from fedshield.cli import console, fail, parse_overrides
-    from simulations.run import check_feasible
+    from simulations.feasibility import check_feasible
     from simulations.sweep import SweepRun, parse_epsilons, parse_seeds, plan_sweep, run_sweep, write_sweep
     from task.config import ConfigError
     from task.datasets import DataRootError
@@ -49,6 +49,11 @@ def command(
         configs = plan_sweep(overrides, epsilon_list, seed_list, out, baseline=baseline)
         first = configs[0]
         num_clients = clients or SCENARIOS[first.scenario].default_clients
+        if first.partitioning == "sampled":
+            raise PartitionError(
+                "partitioning 'sampled' gives clients overlapping records, so its accuracy "
+                "says nothing about privacy against utility; sweep with iid, dirichlet or quantity"
+            )
         check_feasible(first, num_clients)
     except (ConfigError, DataRootError, PartitionError) as error:
         fail(str(error))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-import simulations.run as run
+import simulations.feasibility as run
 from task.config import resolve_config
 from task.datasets import load_dataset
 from task.partition import PartitionError
