@@ -30,22 +30,21 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
-import platform
 import statistics
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from privacy.fast_dpsgd import FastDPSGD, clip_factors, expected_batch_size, poisson_indices
+from simulations.bench_report import print_table, write_json
 from task.model import build_model
 
 Step = Callable[[Tensor, Tensor], None]
@@ -304,21 +303,27 @@ def bench_end_to_end(
     return list(results.values())
 
 
-def print_table(results: list[Result], title: str) -> None:
-    print(f"\n{title}")
-    print(f"{'method':<28}{'batch':>6}{'threads':>8}{'samples/s':>12}{'x non-private':>15}"
-          f"{'per CPU-s':>12}{'x (CPU)':>9}{'best':>9}{'x (best)':>10}")
+RESULT_COLUMNS = ("method", "batch", "threads", "samples/s", "x non-private", "per CPU-s",
+                  "x (CPU)", "best", "x (best)")
+
+
+def result_rows(results: list[Result]) -> list[list[str]]:
+    """Table cells for :data:`RESULT_COLUMNS` (a failed method shows its error)."""
+
+    def ratio(value: float | None) -> str:
+        return f"{value:.2f}" if value else "-"
+
+    rows = []
     for r in results:
-        if r.error:
-            print(f"{r.method:<28}{r.batch_size:>6}{r.threads:>8}  failed: {r.error[:80]}")
+        if r.error or r.samples_per_second is None:
+            rows.append([r.method, str(r.batch_size), str(r.threads), f"failed: {r.error}"[:60],
+                         *["-"] * 5])
             continue
-        ratio = f"{r.ratio_to_non_private:.2f}" if r.ratio_to_non_private else "-"
-        cpu_ratio = f"{r.cpu_ratio_to_non_private:.2f}" if r.cpu_ratio_to_non_private else "-"
-        best_ratio = f"{r.best_ratio_to_non_private:.2f}" if r.best_ratio_to_non_private else "-"
-        print(f"{r.method:<28}{r.batch_size:>6}{r.threads:>8}"
-              f"{r.samples_per_second:>12,.0f}{ratio:>15}"
-              f"{r.cpu_samples_per_second:>12,.0f}{cpu_ratio:>9}"
-              f"{r.best_samples_per_second:>9,.0f}{best_ratio:>10}")
+        rows.append([r.method, str(r.batch_size), str(r.threads), f"{r.samples_per_second:,.0f}",
+                     ratio(r.ratio_to_non_private), f"{r.cpu_samples_per_second:,.0f}",
+                     ratio(r.cpu_ratio_to_non_private), f"{r.best_samples_per_second:,.0f}",
+                     ratio(r.best_ratio_to_non_private)])
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -338,6 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", default="benchmarks/dpsgd.json", help="output file")
     args = parser.parse_args(argv)
 
+    console = Console()
     images, labels, data = load_images(args.data_root, args.records)
     load_before = os.getloadavg()
     started = time.perf_counter()
@@ -348,23 +354,20 @@ def main(argv: list[str] | None = None) -> None:
             steps = max(4, args.samples // batch_size)
             found = bench_steps(images, labels, batch_size, threads, args.methods, steps,
                                 args.trials)
-            print_table(found, f"step throughput: batch {batch_size}, {threads} thread(s), "
-                        f"{steps} steps x {args.trials} trials, {data} data")
+            print_table(console, f"step throughput: batch {batch_size}, {threads} thread(s), "
+                        f"{steps} steps x {args.trials} trials, {data} data",
+                        RESULT_COLUMNS, result_rows(found))
             steps_results += found
             if args.end_to_end:
                 found = bench_end_to_end(images, labels, batch_size, threads,
                                          args.end_to_end_trials)
-                print_table(found, f"train_locally, one epoch of {len(labels)} records")
+                print_table(console, f"train_locally, one epoch of {len(labels)} records",
+                            RESULT_COLUMNS, result_rows(found))
                 end_to_end += found
     load_after = os.getloadavg()
     print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
           f"({os.cpu_count()} cores), {time.perf_counter() - started:.0f} s")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "torch": torch.__version__},
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    out = write_json(args.json, {
         "load_average": {"before": load_before, "after": load_after},
         "config": {"data": data, "records": len(labels), "shape": SHAPE,
                    "classes": CLASSES, "batch_sizes": args.batch_sizes,
@@ -374,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
                    "max_grad_norm": MAX_GRAD_NORM},
         "steps": [asdict(r) for r in steps_results],
         "train_locally": [asdict(r) for r in end_to_end],
-    }, indent=2) + "\n")
+    })
     print(f"wrote {out}")
 
 

@@ -23,22 +23,19 @@ here, never in timed unit tests.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 from privacy.secagg import run_secagg_round
 from server.federation import initial_weights
 from server.results import RoundRecord
 from server.secure_workflow import protocol_config
+from simulations.bench_report import print_table, write_json
 from simulations.run import simulate
 from task.config import RunConfig, resolve_config
 from task.datasets import load_dataset
@@ -117,6 +114,18 @@ def bench_cohort(base: dict, clients: int) -> CohortResult:
     )
 
 
+COHORT_COLUMNS = ("clients", "plain round s", "secure round s", "overhead", "stages s",
+                  "stages / plain", "protocol s", "accuracy plain/secure")
+
+
+def cohort_rows(results: list[CohortResult]) -> list[list[str]]:
+    """Table cells for :data:`COHORT_COLUMNS`."""
+    return [[str(r.clients), f"{r.plain_round_seconds:.2f}", f"{r.secure_round_seconds:.2f}",
+             f"{r.overhead:+.0%}", f"{r.secure_stage_seconds:.2f}", f"{r.stage_share:.0%}",
+             f"{r.protocol_seconds:.2f}", f"{r.plain_accuracy:.3f} / {r.secure_accuracy:.3f}"]
+            for r in results]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 50, 100])
@@ -125,34 +134,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     base = {"scenario": "digits", "num-server-rounds": args.rounds,
             "out-dir": "runs/bench-secagg"}
-    cores = os.cpu_count() or 1
     console = Console()
     results = []
     for clients in args.clients:
         console.print(f"[bold]{clients} clients[/]: plain, then secure aggregation")
         results.append(bench_cohort(base, clients))
-
-    table = Table(title=f"secure aggregation overhead, digits, DP-SGD on ({cores} cores)")
-    for column in ("clients", "plain round s", "secure round s", "overhead", "stages s",
-                   "stages / plain", "protocol s", "accuracy plain/secure"):
-        table.add_column(column, justify="right")
-    for r in results:
-        table.add_row(str(r.clients), f"{r.plain_round_seconds:.2f}",
-                      f"{r.secure_round_seconds:.2f}", f"{r.overhead:+.0%}",
-                      f"{r.secure_stage_seconds:.2f}", f"{r.stage_share:.0%}",
-                      f"{r.protocol_seconds:.2f}",
-                      f"{r.plain_accuracy:.3f} / {r.secure_accuracy:.3f}")
-    console.print(table)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "machine": {"cores": cores, "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "load_average": os.getloadavg()},
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "scenario": "digits", "dp": True,
-        "results": [asdict(r) for r in results],
-    }, indent=2) + "\n")
+    print_table(console, f"secure aggregation overhead, digits, DP-SGD on ({os.cpu_count()} cores)",
+                COHORT_COLUMNS, cohort_rows(results))
+    out = write_json(args.json, {"scenario": "digits", "dp": True,
+                                 "results": [asdict(r) for r in results]})
     console.print(f"wrote {out}")
 
 

@@ -1,134 +1,233 @@
-"""Benchmark federated runs side by side: prints a table and writes JSON.
+"""The benchmark suite: every performance figure of BENCHMARKS.md in one invocation.
 
-    python -m simulations.benchmark                          # embedded digits, DP on and off
-    python -m simulations.benchmark --data-root ../shared/data   # + PneumoniaMNIST, MNIST
+    python -m simulations.benchmark                              # every section
+    python -m simulations.benchmark --sections rounds scale      # some of them
+    python -m simulations.benchmark --data-root ../shared/data   # + hospitals and banks rows
 
-For each configuration it reports the wall time per round (first and steady state), the
-share of a round spent in local training, client-rounds per second, the peak resident
-memory of the whole process tree (Ray workers included), and the final accuracy and
-largest epsilon. Timings belong here, never in timed unit tests.
+Each section runs its configurations side by side and reports ratios as well as times:
+
+``dpsgd``
+    local DP-SGD throughput of the seed's CNN on 3x32x32 inputs against non-private SGD
+    (:mod:`simulations.bench_dpsgd`: Opacus' default hooks and the fast engine, one torch
+    thread per client process, as in a simulation).
+``rounds``
+    federated runs (DP on and off): time to the first round (what the first round costs
+    beyond a steady one: Ray, the actors' imports, first-use costs), the steady round
+    time against the clients' local training inside it (training time divided among the
+    parallel client actors), client-rounds per second, peak RSS of the process tree,
+    accuracy and epsilon.
+``secagg``
+    round time with and without secure aggregation at 10, 50 and 100 clients, same data
+    and clients (:mod:`simulations.bench_secagg`).
+``scale``
+    populations of 100 and 10,000 virtual clients with 100 of them per round, each client
+    with the same ``records-per-client`` (partitioning ``sampled``), so the per-round work
+    is the same: steady round time against the smallest population, and peak RSS.
+
+Results go to ``benchmarks/benchmark.json`` with the machine (cores, versions, load);
+timings are wall clock, so read them with the load average beside them. They belong
+here, never in timed unit tests.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from server.results import RoundRecord
+from simulations.bench_report import print_table, write_json
 from simulations.memory import PeakRSS
-from simulations.run import simulate
 from task.config import resolve_config
+
+SECTIONS = ("dpsgd", "rounds", "secagg", "scale")
+OUT_DIR = "runs/benchmark"
 
 
 @dataclass
-class BenchmarkResult:
+class RunMeasurement:
+    """One federated run, as the ``rounds`` and ``scale`` sections report it."""
+
     name: str
     scenario: str
     dp: bool
+    secure_aggregation: bool
     clients: int
+    clients_per_round: int
     rounds: int
     seconds_total: float
+    time_to_first_round: float
     first_round_seconds: float
     steady_round_seconds: float
-    local_training_share: float
+    local_training_seconds: float
+    round_to_training: float
     client_rounds_per_second: float
     peak_rss_mb: float
     accuracy: float
     epsilon_max: float
 
 
-def run_one(name: str, overrides: dict, clients: int, parallelism: int) -> BenchmarkResult:
-    config = resolve_config(overrides)
+def measure_run(name: str, overrides: dict, clients: int, parallelism: int) -> RunMeasurement:
+    """Run one simulation (Ray started inside, as ``simulate`` does) and measure it."""
+    from simulations.run import simulate
+
+    config = resolve_config({"out-dir": OUT_DIR, **overrides})
     records: list[RoundRecord] = []
+    ended: list[float] = []
+
+    def on_round(record: RoundRecord) -> None:
+        ended.append(time.perf_counter())
+        records.append(record)
+
     started = time.perf_counter()
     with PeakRSS() as memory:
-        summary = simulate(config, clients, on_round=records.append)
+        summary = simulate(config, clients, on_round=on_round)
     total = time.perf_counter() - started
-    steady = [r.seconds for r in records[1:]] or [r.seconds for r in records]
-    # Clients train `parallelism` at a time, so a round's local-training capacity is
-    # round time x parallelism; the share is the part of it filled with training.
-    share = statistics.fmean(
-        r.train_seconds / (r.seconds * min(parallelism, max(r.trained, 1))) for r in records[1:] or records
+    steady_records = records[1:] or records
+    steady = statistics.fmean(r.seconds for r in steady_records)
+    # The clients of a round train `parallelism` at a time (one actor per core).
+    training = statistics.fmean(
+        r.train_seconds / min(parallelism, max(r.trained, 1)) for r in steady_records
     )
-    trained = sum(r.trained for r in records)
-    return BenchmarkResult(
+    return RunMeasurement(
         name=name,
         scenario=config.scenario,
         dp=config.dp,
+        secure_aggregation=config.secure_aggregation,
         clients=clients,
+        clients_per_round=max(r.trained for r in records),
         rounds=len(records),
         seconds_total=total,
+        time_to_first_round=(ended[0] - started) - steady,
         first_round_seconds=records[0].seconds,
-        steady_round_seconds=statistics.fmean(steady),
-        local_training_share=share,
-        client_rounds_per_second=trained / sum(r.seconds for r in records),
+        steady_round_seconds=steady,
+        local_training_seconds=training,
+        round_to_training=steady / training if training else float("inf"),
+        client_rounds_per_second=sum(r.trained for r in records) / total,
         peak_rss_mb=memory.peak / 2**20,
         accuracy=summary["accuracy"],
         epsilon_max=summary["epsilon_max"],
     )
 
 
-def configurations(data_root: str | None, rounds: int | None) -> list[tuple[str, dict, int]]:
-    base = {"out-dir": "runs/benchmark"}
-    if rounds:
-        base["num-server-rounds"] = rounds
-    configs = [
-        ("digits dp", {**base, "scenario": "digits"}, 4),
-        ("digits no-dp", {**base, "scenario": "digits", "dp": False}, 4),
+def _run_rows(runs: list[RunMeasurement]) -> list[list[str]]:
+    return [[r.name, f"{r.clients:,}", str(r.clients_per_round), str(r.rounds),
+             f"{r.time_to_first_round:.1f}", f"{r.steady_round_seconds:.2f}",
+             f"{r.local_training_seconds:.2f}", f"{r.round_to_training:.2f}x",
+             f"{r.client_rounds_per_second:.2f}", f"{r.peak_rss_mb:,.0f}",
+             f"{r.accuracy:.3f}", f"{r.epsilon_max:.3f}" if r.dp else "-"] for r in runs]
+
+
+RUN_COLUMNS = ("run", "clients", "per round", "rounds", "to 1st round s", "round s",
+               "training s", "round / training", "client-rounds/s", "peak RSS MB",
+               "accuracy", "epsilon")
+
+
+def section_rounds(args: argparse.Namespace, console: Console, parallelism: int) -> dict:
+    configs: list[tuple[str, dict, int]] = [
+        ("digits dp", {"scenario": "digits"}, 4),
+        ("digits no-dp", {"scenario": "digits", "dp": False}, 4),
+        ("digits dp, 10 clients", {"scenario": "digits"}, 10),
     ]
-    if data_root:
+    if args.data_root:
         for scenario in ("hospitals", "banks"):
-            root = {**base, "scenario": scenario, "data-root": data_root}
-            configs += [
-                (f"{scenario} dp", root, 10),
-                (f"{scenario} no-dp", {**root, "dp": False}, 10),
-            ]
-    return configs
+            root = {"scenario": scenario, "data-root": args.data_root}
+            configs += [(f"{scenario} dp", root, 10), (f"{scenario} no-dp", {**root, "dp": False}, 10)]
+    runs = []
+    for name, overrides, clients in configs:
+        console.print(f"[bold]rounds[/]: {name} ({clients} clients)")
+        runs.append(measure_run(name, overrides, clients, parallelism))
+    print_table(console, f"federated rounds ({parallelism} cores)", RUN_COLUMNS, _run_rows(runs))
+    return {"results": [asdict(r) for r in runs]}
+
+
+def section_scale(args: argparse.Namespace, console: Console, parallelism: int) -> dict:
+    per_round = args.per_round
+    runs = []
+    for population in args.populations:
+        console.print(f"[bold]scale[/]: {population:,} clients, {per_round} per round")
+        overrides = {"scenario": "digits", "partitioning": "sampled",
+                     "records-per-client": args.records_per_client,
+                     "fraction-train": per_round / population,
+                     "num-server-rounds": args.scale_rounds}
+        runs.append(measure_run(f"population {population:,}", overrides, population, parallelism))
+    smallest = runs[0].steady_round_seconds
+    ratios = [r.steady_round_seconds / smallest for r in runs]
+    print_table(console, f"scale: {per_round} clients per round, {args.records_per_client} "
+                f"records each ({parallelism} cores)", (*RUN_COLUMNS, "round vs smallest"),
+                [[*row, f"{ratio:.2f}x"] for row, ratio in zip(_run_rows(runs), ratios)])
+    return {"records_per_client": args.records_per_client, "per_round": per_round,
+            "results": [{**asdict(r), "round_vs_smallest_population": ratio}
+                        for r, ratio in zip(runs, ratios)]}
+
+
+def section_secagg(args: argparse.Namespace, console: Console, parallelism: int) -> dict:
+    from simulations.bench_secagg import COHORT_COLUMNS, bench_cohort, cohort_rows
+
+    base = {"scenario": "digits", "num-server-rounds": args.secagg_rounds, "out-dir": OUT_DIR}
+    cohorts = []
+    for clients in args.secagg_clients:
+        console.print(f"[bold]secagg[/]: {clients} clients, plain then secure aggregation")
+        cohorts.append(bench_cohort(base, clients))
+    print_table(console, f"secure aggregation overhead, digits, DP-SGD on ({parallelism} cores)",
+                COHORT_COLUMNS, cohort_rows(cohorts))
+    return {"scenario": "digits", "dp": True, "results": [asdict(c) for c in cohorts]}
+
+
+def section_dpsgd(args: argparse.Namespace, console: Console, parallelism: int) -> dict:
+    from simulations.bench_dpsgd import RESULT_COLUMNS, bench_steps, load_images, result_rows
+
+    images, labels, data = load_images(args.data_root, 8192)
+    methods = ["non-private", "opacus-hooks", "fast"]
+    results = []
+    for batch_size in (64, 256):
+        console.print(f"[bold]dpsgd[/]: batch {batch_size}, one torch thread")
+        results += bench_steps(images, labels, batch_size, 1, methods,
+                               max(4, 1024 // batch_size), args.dpsgd_trials)
+    print_table(console, f"local DP-SGD throughput, seed CNN, {data} 3x32x32, 1 thread",
+                RESULT_COLUMNS, result_rows(results))
+    return {"data": data, "records": len(labels), "results": [asdict(r) for r in results]}
+
+
+RUNNERS: dict[str, Callable[[argparse.Namespace, Console, int], dict[str, Any]]] = {
+    "dpsgd": section_dpsgd,
+    "rounds": section_rounds,
+    "secagg": section_secagg,
+    "scale": section_scale,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
+    import os
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--data-root", help="folder with the real datasets (../shared/data)")
-    parser.add_argument("--rounds", type=int, help="override every scenario's rounds")
-    parser.add_argument("--only", help="run only configurations whose name contains this")
-    parser.add_argument("--json", default="benchmarks/foundation.json", help="output file")
+    parser.add_argument("--secagg-clients", type=int, nargs="+", default=[10, 50, 100])
+    parser.add_argument("--secagg-rounds", type=int, default=4)
+    parser.add_argument("--populations", type=int, nargs="+", default=[100, 10_000])
+    parser.add_argument("--per-round", type=int, default=100)
+    parser.add_argument("--records-per-client", type=int, default=16)
+    parser.add_argument("--scale-rounds", type=int, default=5)
+    parser.add_argument("--dpsgd-trials", type=int, default=7)
+    parser.add_argument("--json", default="benchmarks/benchmark.json", help="output file")
     args = parser.parse_args(argv)
     parallelism = os.cpu_count() or 1
-    results = []
-    console = Console()
-    for name, overrides, clients in configurations(args.data_root, args.rounds):
-        if args.only and args.only not in name:
-            continue
-        console.print(f"[bold]running {name}[/] ({clients} clients)")
-        results.append(run_one(name, overrides, clients, parallelism))
-    table = Table(title=f"fedshield benchmark ({parallelism} cores)")
-    for column in ("config", "clients", "rounds", "total s", "1st round s", "round s",
-                   "training share", "client-rounds/s", "peak RSS MB", "accuracy", "epsilon"):
-        table.add_column(column, justify="right")
-    for r in results:
-        table.add_row(r.name, str(r.clients), str(r.rounds), f"{r.seconds_total:.1f}",
-                      f"{r.first_round_seconds:.2f}", f"{r.steady_round_seconds:.2f}",
-                      f"{r.local_training_share:.0%}", f"{r.client_rounds_per_second:.2f}",
-                      f"{r.peak_rss_mb:.0f}", f"{r.accuracy:.4f}",
-                      f"{r.epsilon_max:.3f}" if r.dp else "-")
-    console.print(table)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "machine": {"cores": parallelism, "platform": platform.platform(),
-                    "python": platform.python_version()},
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "results": [asdict(r) for r in results],
-    }, indent=2) + "\n")
+    console = Console(width=160)
+    sections: dict[str, Any] = {}
+    for name in args.sections:
+        started = time.perf_counter()
+        sections[name] = RUNNERS[name](args, console, parallelism)
+        sections[name]["seconds"] = time.perf_counter() - started
+        # Written after every section, so an interrupted suite keeps what it measured.
+        command = ["python -m simulations.benchmark", *(sys.argv[1:] if argv is None else argv)]
+        out = write_json(args.json, {"command": " ".join(command), "sections": sections})
     console.print(f"wrote {out}")
 
 

@@ -1,0 +1,31 @@
+"""The benchmark suite runs end to end and writes every section it ran (tiny sizes; the
+figures themselves are measured by `python -m simulations.benchmark`, never here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from simulations import benchmark
+
+
+@pytest.mark.slow
+def test_suite_writes_each_section_with_machine_and_ratios(tmp_path, monkeypatch):
+    monkeypatch.setattr(benchmark, "OUT_DIR", str(tmp_path / "runs"))
+    out = tmp_path / "benchmark.json"
+    benchmark.main(["--sections", "dpsgd", "scale", "--dpsgd-trials", "1",
+                    "--populations", "6", "12", "--per-round", "3", "--scale-rounds", "2",
+                    "--json", str(out)])
+    document = json.loads(out.read_text())
+    assert document["machine"]["cores"] >= 1
+    assert document["command"].startswith("python -m simulations.benchmark --sections dpsgd scale")
+    dpsgd = {(r["method"], r["batch_size"]): r for r in document["sections"]["dpsgd"]["results"]}
+    assert {m for m, _ in dpsgd} == {"non-private", "opacus-hooks", "fast"}
+    assert all(r["samples_per_second"] > 0 for r in dpsgd.values())
+    assert dpsgd[("non-private", 64)]["ratio_to_non_private"] == 1.0
+    scale = document["sections"]["scale"]["results"]
+    assert [r["clients"] for r in scale] == [6, 12]
+    assert all(r["clients_per_round"] == 3 and r["rounds"] == 2 for r in scale)
+    assert scale[0]["round_vs_smallest_population"] == 1.0
+    assert all(r["peak_rss_mb"] > 0 and r["steady_round_seconds"] > 0 for r in scale)
