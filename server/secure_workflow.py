@@ -57,6 +57,7 @@ from privacy.secagg import (
     default_threshold,
     resolve_round_parameters,
 )
+from server.messaging import send_and_receive
 from server.workflow import ClientReport, RoundAggregate, parse_report, unnamed_client
 from task import secagg_wire as wire
 from task.config import RunConfig
@@ -339,6 +340,6 @@ class SecureWorkflow:
             )
             for node, content in contents.items()
         ]
-        replies = {m.metadata.src_node_id: m for m in grid.send_and_receive(messages, timeout=timeout)}
+        replies = {m.metadata.src_node_id: m for m in send_and_receive(grid, messages, timeout)}
         state.record.seconds[wire.STAGE_OF_ACTION[action]] = time.perf_counter() - started
         return replies

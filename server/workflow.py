@@ -17,6 +17,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from server.messaging import send_and_receive
 from task.secure_vector import PUBLIC_METRICS
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class PlainWorkflow:
         timeout: float | None = None,
     ) -> RoundAggregate:
         messages = train_messages(grid, node_ids, arrays, config, server_round)
-        replies = {m.metadata.src_node_id: m for m in grid.send_and_receive(messages, timeout=timeout)}
+        replies = {m.metadata.src_node_id: m for m in send_and_receive(grid, messages, timeout)}
         reports: list[ClientReport] = []
         update_sum = {name: np.zeros_like(a.numpy()) for name, a in arrays.items()}
         weight_sum = 0.0

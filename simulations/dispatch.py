@@ -10,7 +10,8 @@ and at 10,000 clients one poll takes seconds, so the population, not the clients
 per round, sets the round time.
 
 :func:`dispatch_pending` does the same work in O(M) per poll: one walk over the stored
-messages, the same validity check per message (``_check_stored_messages``), at most one
+messages, the same validity check per undelivered message (``_check_stored_messages``;
+a delivered one is checked again when the server pulls its reply), at most one
 undelivered message per node per poll (as Flower does), each marked delivered exactly
 as ``get_message_ins`` marks it. :func:`install` puts it in place of Flower's function
 for in-process simulations (:func:`simulations.run.simulate`); the first poll checks that
@@ -33,6 +34,10 @@ from flwr.supercore.date import now
 _REQUIRED = ("lock", "message_ins_store", "_check_stored_messages")
 
 _flower_dispatch = vce_api.add_messages_to_queue
+#: Seconds between polls. Flower polls every 0.1 s; a poll here touches only the messages
+#: not yet delivered, so polling ten times as often costs little and takes 0.05 s of
+#: waiting off every Message round (four per round with secure aggregation).
+POLL_INTERVAL = 0.01
 
 
 def take_undelivered(state: Any, nodes: Mapping[int, Any]) -> list[Message]:
@@ -43,10 +48,11 @@ def take_undelivered(state: Any, nodes: Mapping[int, Any]) -> list[Message]:
     """
     taken: dict[int, Message] = {}
     with state.lock:
-        for message_id in list(state.message_ins_store):
+        for message_id, message in list(state.message_ins_store.items()):
+            if message.metadata.delivered_at != "":
+                continue  # awaiting its reply; checked when the server pulls it
             state._check_stored_messages({message_id})  # expired or foreign: deleted
-            message = state.message_ins_store.get(message_id)
-            if message is None or message.metadata.delivered_at != "":
+            if message_id not in state.message_ins_store:
                 continue
             destination = message.metadata.dst_node_id
             if destination in nodes and destination not in taken:
@@ -67,7 +73,7 @@ def dispatch_pending(
     while not f_stop.is_set():
         for message in take_undelivered(state, nodes):
             queue.put(message)
-        f_stop.wait(0.1)
+        f_stop.wait(POLL_INTERVAL)
 
 
 def install() -> None:

@@ -74,24 +74,30 @@ class InProcessGrid:
         self.tamper = tamper
         self.outcomes: dict[tuple[int, int], LocalRoundOutcome] = {}
         self.run = SimpleNamespace(run_id=1)
+        self._replies: dict[str, Message] = {}
 
     def get_node_ids(self) -> list[int]:
         return list(self.nodes)
 
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> list[Message]:
-        replies = []
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        """Deliver each message at once; return the ids of those that will be answered
+        (a dropped node's message is never answered: as if its timeout had passed)."""
+        answered = []
         for i, message in enumerate(messages):
             action = message.metadata.message_type.split(".", 1)[1]
             node = message.metadata.dst_node_id
             if node in self.drop.get(action, set()):
                 continue
-            message.metadata.__dict__["_message_id"] = f"{action}-{node}-{i}"
+            message_id = f"{action}-{node}-{i}"
+            message.metadata.__dict__["_message_id"] = message_id
             if self.tamper is not None:
                 self.tamper(action, node, message.content)
-            replies.append(self._deliver(action, node, message))
-        return replies
+            self._replies[message_id] = self._deliver(action, node, message)
+            answered.append(message_id)
+        return answered
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
 
     def _deliver(self, action: str, node: int, message: Message) -> Message:
         context = self.contexts[node]

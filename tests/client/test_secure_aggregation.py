@@ -90,14 +90,14 @@ def test_input_stays_on_the_node_until_masked_and_every_secret_is_then_wiped(mon
     private: set[bytes] = set()
 
     class Watching(InProcessGrid):
-        def send_and_receive(self, messages, *, timeout=None):
+        def push_messages(self, messages):
             messages = list(messages)
             action = messages[0].metadata.message_type.split(".", 1)[1]
-            replies = super().send_and_receive(messages, timeout=timeout)
+            answered = super().push_messages(messages)  # delivered and answered at once
             state_keys[action] = set(self.contexts[self.nodes[0]].state)
-            for reply in replies:
-                sent.update(_bytes_in(reply.content))
-            return replies
+            for message_id in answered:
+                sent.update(_bytes_in(self._replies[message_id].content))
+            return answered
 
     state_dict = secure_aggregation.SecAggClient.state_dict
 

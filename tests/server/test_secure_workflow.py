@@ -98,8 +98,8 @@ def test_replies_carry_only_masked_vectors_keys_ciphertexts_and_public_metrics()
     received: list[RecordDict] = []
 
     class Recording(InProcessGrid):
-        def send_and_receive(self, messages, *, timeout=None):
-            replies = super().send_and_receive(messages, timeout=timeout)
+        def pull_messages(self, message_ids):
+            replies = super().pull_messages(message_ids)
             received.extend(r.content for r in replies)
             return replies
 
@@ -352,13 +352,17 @@ class RecordingGrid:
     def __getattr__(self, name):
         return getattr(self._grid, name)
 
-    def send_and_receive(self, messages, *, timeout=None):
+    def push_messages(self, messages):
         messages = list(messages)
         if self._interfere is not None:
             action = messages[0].metadata.message_type.split(".", 1)[1]
             messages = self._interfere(action, messages)
-        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
-        self._replies.append(replies)
+        self._replies.append([])  # the replies of this Message round
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids):
+        replies = list(self._grid.pull_messages(message_ids))
+        self._replies[-1].extend(replies)
         return replies
 
 
