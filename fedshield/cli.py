@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Annotated, Optional
 
 import typer
@@ -105,14 +104,9 @@ def simulate(
         check_feasible(config, num_clients)
     except (ConfigError, DataRootError, PartitionError) as error:
         fail(str(error))
-    # Ray starts while Flower, Opacus and the apps are imported.
-    from simulations.cluster import RayStarter
-
-    ray_starter = RayStarter(os.cpu_count() or 1, quiet=not verbose)
     from simulations.progress import RoundProgress
     from simulations.run import simulate as run_simulate
 
-    ray_starter.wait()
     with RoundProgress(config, num_clients, console, enabled=not json_out) as progress:
         summary = run_simulate(config, num_clients, on_round=progress.update, verbose=verbose)
     if json_out:

@@ -1,16 +1,14 @@
-"""Ray for the simulation engine, started early and so that its workers are ready.
+"""Ray for the simulation engine, started so that its prestarted workers are used.
 
-Two things made the first round slow (16 s at 4 clients on 2 cores, before any training):
+Flower's backend starts Ray with a ``runtime_env`` (to pass ``PYTHONPATH``), and Ray does
+not hand its prestarted workers to a job with a runtime environment: every client actor
+waited for a fresh worker process (about 2 s of the first round on 2 cores). Here
+``PYTHONPATH`` is put in the environment Ray's processes inherit instead, and Ray is
+started without a runtime environment, so the actors take the workers Ray prestarts.
+Flower uses a running Ray as it finds it (and shuts it down when the simulation ends).
 
-* Ray's start-up (about 4 s: GCS, raylet, workers) ran only after Python had imported
-  torch, Opacus and Flower (about 5 s), one after the other. :class:`RayStarter` starts
-  Ray on a background thread once the input has been checked, so the two overlap.
-* Flower's backend starts Ray with a ``runtime_env`` (to pass ``PYTHONPATH``), and Ray does
-  not hand its prestarted workers to a job with a runtime environment: every client actor
-  waited for a fresh worker process (about 2 s). Here ``PYTHONPATH`` is put in the
-  environment Ray's processes inherit instead, and Ray is started without a runtime
-  environment, so the actors take the workers Ray prestarts. Flower uses a running Ray as
-  it finds it.
+Ray is started from the main thread: started on a background thread (to overlap its 4 s
+with the driver's imports), its driver later lost its connection to the GCS.
 
 The resources are Flower's: one CPU per client actor and as many actors as cores
 (:func:`simulations.run.backend_config`).
@@ -20,7 +18,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 
 import ray
 
@@ -43,26 +40,6 @@ def start_ray(cpus: int, quiet: bool = True) -> None:
     if ray.is_initialized():
         return
     export_python_path()
+    # Ray's notice that it will stop hiding GPUs from zero-GPU actors: there are none here.
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     ray.init(**ray_init_args(cpus), log_to_driver=not quiet, logging_level="ERROR" if quiet else "INFO")
-
-
-class RayStarter:
-    """Starts Ray on a background thread; :meth:`wait` joins it (re-raising its error)."""
-
-    def __init__(self, cpus: int, quiet: bool = True) -> None:
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(cpus, quiet), daemon=True,
-                                        name="ray-start")
-        self._thread.start()
-
-    def _run(self, cpus: int, quiet: bool) -> None:
-        try:
-            start_ray(cpus, quiet)
-        except BaseException as error:  # re-raised in the caller's thread by wait()
-            self._error = error
-
-    def wait(self) -> None:
-        """Block until Ray is up; raise what stopped it from starting."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error

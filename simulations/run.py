@@ -41,8 +41,8 @@ def simulate(
 ) -> dict:
     """Run ``config`` with ``num_clients`` virtual clients; return the run summary.
 
-    Ray is started here unless it already runs (``simulations.cluster.RayStarter`` starts
-    it earlier, in the background); Flower shuts it down when the simulation ends.
+    Ray is started here (``simulations.cluster``) unless it already runs; Flower shuts it
+    down when the simulation ends.
     """
     check_feasible(config, num_clients)
     dispatch.install()

@@ -58,3 +58,16 @@ def test_sweep_refuses_overlapping_sampled_records(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "'sampled'" in lines[0], result.stderr
     assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow
+def test_simulate_runs_and_prints_the_summary_as_json(tmp_path):
+    import json
+
+    result = fedshield("simulate", "--clients", "3", "--rounds", "2", "--json",
+                       "--out", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["rounds_completed"] == 2 and summary["clients"] == 3
+    assert 0 < summary["epsilon_max"] <= summary["config"]["target-epsilon"]
+    assert (tmp_path / "runs").is_dir() and "Traceback" not in result.stderr
