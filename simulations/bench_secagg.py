@@ -126,23 +126,26 @@ def cohort_rows(results: list[CohortResult]) -> list[list[str]]:
             for r in results]
 
 
+def bench_cohorts(clients: list[int], rounds: int, out_dir: str, console: Console) -> dict:
+    """Every cohort size, plain then secure; prints the table, returns the JSON section."""
+    base = {"scenario": "digits", "num-server-rounds": rounds, "out-dir": out_dir}
+    results = []
+    for size in clients:
+        console.print(f"[bold]secagg[/]: {size} clients, plain then secure aggregation")
+        results.append(bench_cohort(base, size))
+    print_table(console, f"secure aggregation overhead, digits, DP-SGD on ({os.cpu_count()} cores)",
+                COHORT_COLUMNS, cohort_rows(results))
+    return {"scenario": "digits", "dp": True, "results": [asdict(r) for r in results]}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 50, 100])
     parser.add_argument("--rounds", type=int, default=3, help="rounds per run (>= 2)")
     parser.add_argument("--json", default="benchmarks/secagg.json", help="output file")
     args = parser.parse_args(argv)
-    base = {"scenario": "digits", "num-server-rounds": args.rounds,
-            "out-dir": "runs/bench-secagg"}
     console = Console()
-    results = []
-    for clients in args.clients:
-        console.print(f"[bold]{clients} clients[/]: plain, then secure aggregation")
-        results.append(bench_cohort(base, clients))
-    print_table(console, f"secure aggregation overhead, digits, DP-SGD on ({os.cpu_count()} cores)",
-                COHORT_COLUMNS, cohort_rows(results))
-    out = write_json(args.json, {"scenario": "digits", "dp": True,
-                                 "results": [asdict(r) for r in results]})
+    out = write_json(args.json, bench_cohorts(args.clients, args.rounds, "runs/bench-secagg", console))
     console.print(f"wrote {out}")
 
 

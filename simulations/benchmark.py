@@ -168,16 +168,9 @@ def section_scale(args: argparse.Namespace, console: Console, parallelism: int) 
 
 
 def section_secagg(args: argparse.Namespace, console: Console, parallelism: int) -> dict:
-    from simulations.bench_secagg import COHORT_COLUMNS, bench_cohort, cohort_rows
+    from simulations.bench_secagg import bench_cohorts
 
-    base = {"scenario": "digits", "num-server-rounds": args.secagg_rounds, "out-dir": OUT_DIR}
-    cohorts = []
-    for clients in args.secagg_clients:
-        console.print(f"[bold]secagg[/]: {clients} clients, plain then secure aggregation")
-        cohorts.append(bench_cohort(base, clients))
-    print_table(console, f"secure aggregation overhead, digits, DP-SGD on ({parallelism} cores)",
-                COHORT_COLUMNS, cohort_rows(cohorts))
-    return {"scenario": "digits", "dp": True, "results": [asdict(c) for c in cohorts]}
+    return bench_cohorts(args.secagg_clients, args.secagg_rounds, OUT_DIR, console)
 
 
 def section_dpsgd(args: argparse.Namespace, console: Console, parallelism: int) -> dict:
