@@ -64,14 +64,23 @@ class CoordinatorLedger:
         signed = [r for r in with_ledgers if "ledger-id" in r.ledger]  # no DP: no ledger
         if not signed:
             return
-        with PrivacyLedger(self.path) as merged:
+        try:
+            merged = PrivacyLedger(self.path)
+        except (LedgerError, ValueError) as error:
+            for report in signed:
+                self._problem(server_round, report.client_id, f"cannot open {self.path}: {error}")
+            return
+        with merged:
             for report in signed:
                 try:
                     self._merge(merged, report.client_id, report.ledger)
                 except (LedgerError, ValueError, KeyError, TypeError) as error:
-                    problem = f"round {server_round}: ledger of {report.client_id} not merged: {error}"
-                    log.error("%s", problem)
-                    self.problems.append(problem)
+                    self._problem(server_round, report.client_id, str(error))
+
+    def _problem(self, server_round: int, client_id: str, why: str) -> None:
+        problem = f"round {server_round}: ledger of {client_id} not merged: {why}"
+        log.error("%s", problem)
+        self.problems.append(problem)
 
     def _merge(self, merged: PrivacyLedger, client_id: str, fields: dict[str, Any]) -> None:
         public_key = bytes.fromhex(str(fields["public-key"]))

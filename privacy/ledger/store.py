@@ -30,7 +30,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, Row, create_engine, event, func, insert, select
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
 from .errors import LedgerError
 from .hashing import compute_entry_hash, signing_message
@@ -142,6 +142,11 @@ class PrivacyLedger:
             _sqlite_engine_hooks(self._engine, self._read_only)
         try:
             self._ledger_id = self._initialise(create)
+        except DatabaseError as error:
+            self._engine.dispose()
+            if isinstance(error, OperationalError):
+                raise  # e.g. a read-only mount: the caller may retry differently
+            raise LedgerError(f"{url.database} is not a readable ledger: {error.orig}") from None
         except BaseException:
             self._engine.dispose()
             raise

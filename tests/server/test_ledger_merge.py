@@ -60,3 +60,13 @@ def test_entries_of_another_client_and_a_false_head_are_refused(tmp_path: Path):
     problems = coordinator.describe()["problems"]
     assert "entries of other clients: ['client-0']" in problems[0]
     assert "reported head (entry 5) is not among its entries" in problems[1]
+
+
+def test_an_unreadable_merged_ledger_is_a_recorded_problem_not_a_crash(tmp_path):
+    ledger = client_ledger(tmp_path, "client-0")
+    ledger.charge(trained_outcome(0.5), 1)
+    (tmp_path / "ledger.sqlite").write_bytes(b"this is not a SQLite database" * 100)
+    coordinator = CoordinatorLedger(tmp_path)
+    coordinator.receive([report(ledger)], 1)
+    assert len(coordinator.problems) == 1
+    assert "client-0" in coordinator.problems[0] and "not merged" in coordinator.problems[0]
