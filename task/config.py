@@ -147,7 +147,8 @@ def resolve_config(overrides: Mapping[str, Any] | None = None) -> RunConfig:
             f"config key 'scenario' must be one of {', '.join(SCENARIOS)}, got {scenario!r}"
         )
     merged = asdict(DEFAULTS)
-    merged.update(scenario_preset(scenario, dp=given.get("dp", DEFAULTS.dp)))
+    merged.update(scenario_preset(scenario, dp=given.get("dp", DEFAULTS.dp),
+                                  target_epsilon=given.get("target_epsilon") or None))
     for key, value in given.items():
         if key in SCENARIO_TUNED and value in (0, 0.0, ""):
             continue

@@ -68,3 +68,14 @@ def test_sampled_partitioning_and_records_per_client_flow_through():
     config = resolve_config({"partitioning": "sampled", "records-per-client": 32})
     assert (config.partitioning, config.records_per_client) == ("sampled", 32)
     assert resolve_config(config.to_flower()) == config
+
+
+def test_small_budgets_take_their_own_preset_unless_set_explicitly():
+    hospitals = {"scenario": "hospitals"}
+    assert resolve_config({**hospitals, "target-epsilon": 1.0}).num_server_rounds == 10
+    assert resolve_config({**hospitals, "target-epsilon": 0.5}).num_server_rounds == 10
+    assert resolve_config({**hospitals, "target-epsilon": 3.0}).num_server_rounds == 20
+    assert resolve_config(hospitals).num_server_rounds == 20  # the preset's own epsilon 3
+    assert resolve_config({**hospitals, "target-epsilon": 1.0,
+                           "num-server-rounds": 15}).num_server_rounds == 15
+    assert resolve_config({**hospitals, "dp": False}).num_server_rounds == 20

@@ -58,15 +58,17 @@ def command(
     except (ConfigError, DataRootError, PartitionError) as error:
         fail(str(error))
 
-    settings = {"scenario": first.scenario, "clients": num_clients,
-                "rounds": first.num_server_rounds, "partitioning": first.partitioning,
+    lengths = sorted({c.num_server_rounds for c in configs})  # small budgets may differ
+    rounds = str(lengths[0]) if len(lengths) == 1 else f"{lengths[0]}-{lengths[-1]}"
+    settings = {"scenario": first.scenario, "clients": num_clients, "rounds": lengths,
+                "partitioning": first.partitioning,
                 "dirichlet-alpha": first.dirichlet_alpha, "delta": first.delta,
                 "epsilons": epsilon_list, "seeds": seed_list, "overrides": overrides}
     skew = "IID" if first.partitioning == "iid" else f"{first.partitioning} α={first.dirichlet_alpha:g}"
     done: list[SweepRun] = []
 
     def title() -> str:
-        return (f"{first.scenario}: {num_clients} clients, {first.num_server_rounds} rounds, "
+        return (f"{first.scenario}: {num_clients} clients, {rounds} rounds, "
                 f"{skew}, {len({r.seed for r in done})} seed(s)")
 
     def report(index: int, run: SweepRun) -> None:
