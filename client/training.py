@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from client.sgd import MomentumSGD
 from privacy.accounting import DPStep, history_of
 from privacy.dpsgd import make_private
 from privacy.fast_dpsgd import FastDPSGD, expected_batch_size
@@ -81,7 +82,9 @@ def train_locally(
     """
     start = time.perf_counter()
     global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    optimizer = torch.optim.SGD(model.parameters(), lr=plan.learning_rate, momentum=plan.momentum)
+    optimizer: MomentumSGD | torch.optim.Optimizer = MomentumSGD(
+        model.parameters(), lr=plan.learning_rate, momentum=plan.momentum
+    )
     if plan.noise_multiplier is not None and plan.dp_engine == "fast":
         losses, steps, extended = _train_fast(model, optimizer, images, labels, plan, history)
         return _result(model, global_state, labels, losses, steps, start, extended)
@@ -91,7 +94,7 @@ def train_locally(
     if plan.noise_multiplier is not None:
         engine, trained_model, optimizer, loader = make_private(
             model,
-            optimizer,
+            torch.optim.SGD(model.parameters(), lr=plan.learning_rate, momentum=plan.momentum),
             loader,
             noise_multiplier=plan.noise_multiplier,
             max_grad_norm=plan.max_grad_norm,
@@ -120,7 +123,7 @@ def train_locally(
 
 def _train_fast(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: MomentumSGD,
     images: torch.Tensor,
     labels: torch.Tensor,
     plan: LocalTrainingPlan,

@@ -58,6 +58,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -345,8 +346,9 @@ class FastDPSGD:
 
     Args:
         model: a network of ``Linear``/``Conv2d`` layers (see :class:`LayerTaps`).
-        optimizer: the optimizer over ``model``'s parameters (e.g. SGD with momentum);
-            it receives the noisy, averaged gradient in ``p.grad``.
+        optimizer: the optimizer over ``model``'s parameters (anything with ``step()``
+            and ``zero_grad(set_to_none=True)``, e.g. SGD with momentum); it receives
+            the noisy, averaged gradient in ``p.grad``.
         noise_multiplier: sigma; the noise on the sum has std ``sigma * C``.
         max_grad_norm: the per-record clipping norm C.
         sample_rate: the Poisson sampling probability q.
@@ -359,7 +361,7 @@ class FastDPSGD:
     def __init__(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Any,
         *,
         noise_multiplier: float,
         max_grad_norm: float,
