@@ -1,17 +1,8 @@
 """The fedshield command: bad input stops before training with a one-line error."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-
-def fedshield(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "fedshield.cli", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=120,
-    )
+from tests.cli_runner import fedshield
 
 
 @pytest.mark.parametrize(

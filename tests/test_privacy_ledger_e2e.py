@@ -9,12 +9,12 @@ import csv
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 
+from tests.cli_runner import fedshield as run_fedshield
 from privacy.ledger import PrivacyLedger
 from privacy.report.model import build_report
 from privacy.report.schema import report_schema
@@ -49,8 +49,7 @@ def statuses(results: Path) -> dict[str, dict[int, tuple[str, float]]]:
 
 
 def fedshield(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fedshield.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return run_fedshield(*args, cwd=ROOT)
 
 
 def test_a_client_stops_at_the_round_that_would_cross_its_budget(run: dict):

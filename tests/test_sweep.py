@@ -2,12 +2,10 @@
 
 import csv
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.cli_runner import fedshield
 from simulations.sweep import (
     parse_epsilons,
     parse_seeds,
@@ -63,11 +61,6 @@ def test_summary_files_and_plot(tmp_path):
     document = json.loads(paths["json"].read_text())
     assert document["baseline"]["accuracy_mean"] == pytest.approx(0.9)
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
-
-
-def fedshield(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fedshield.cli", *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=timeout)
 
 
 @pytest.mark.parametrize(

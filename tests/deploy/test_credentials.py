@@ -8,7 +8,6 @@ import socket
 import ssl
 import stat
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -19,14 +18,14 @@ from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from flwr.cli.supernode.register import try_load_public_key
 
+from tests.cli_runner import fedshield
 from server.credentials import CredentialsError, ensure_credentials
 
 PRIVATE = ["ca.key", "superlink.key", "superexec.secret", "nodes/client-0.key", "nodes/client-1.key"]
 
 
 def certs(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fedshield.cli", "certs", *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=120)
+    return fedshield("certs", *args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

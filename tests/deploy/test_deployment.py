@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_runner import fedshield as run_fedshield
 from tests.deploy.federation import (
     BIN,
     REPO,
@@ -49,10 +50,7 @@ NODE_TIMEOUT = 120.0
 
 
 def fedshield(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "fedshield.cli", *args], capture_output=True, text=True,
-        cwd=REPO, timeout=timeout, stdin=subprocess.DEVNULL,
-    )
+    result = run_fedshield(*args, cwd=REPO, timeout=timeout)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.cli_runner import fedshield
 from client.data import NodeDataError, load_client_data, load_node_data, node_client_id
 from task.config import resolve_config
 from task.partition import PartitionError
@@ -26,8 +26,7 @@ CONFIG = resolve_config({"scenario": "digits", "seed": 7, "partitioning": "diric
 
 
 def partition(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fedshield.cli", "partition", *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=180)
+    return fedshield("partition", *args, cwd=cwd, timeout=180)
 
 
 @pytest.fixture(scope="module")
