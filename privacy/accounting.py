@@ -11,6 +11,8 @@ Accountants (both from Opacus):
   distribution (Gopi, Lee & Wutschitz, NeurIPS 2021). The reported epsilon is the upper
   end of its error interval, whose width is kept below ``PRV_RELATIVE_ERROR`` of epsilon
   (Opacus' fixed default of 0.01 would over-state a small epsilon by several per cent).
+  Opacus' accountant, with the Rényi bound behind its domain computed once per mechanism
+  (:mod:`privacy.prv_domain`): the same numbers, without the repeated work.
 * ``"rdp"``: Rényi DP of the subsampled Gaussian (Mironov, Talwar & Zhang 2019),
   converted to (epsilon, delta) with the bound of Balle et al. (2020).
 
@@ -28,6 +30,8 @@ from dataclasses import dataclass
 
 from opacus.accountants import IAccountant, PRVAccountant, create_accountant
 from opacus.accountants.utils import MAX_SIGMA
+
+from privacy.prv_domain import CachedDomainPRVAccountant
 
 EPSILON_DECIMALS = 4
 #: PRV: width of the error interval as a share of epsilon (upper bound minus estimate).
@@ -57,9 +61,16 @@ def round_up(epsilon: float, decimals: int = EPSILON_DECIMALS) -> float:
     return math.ceil(epsilon * scale - 1e-9) / scale
 
 
+def new_accountant(name: str) -> IAccountant:
+    """A fresh Opacus accountant of kind ``name`` (``"prv"``, ``"rdp"``, ``"gdp"``)."""
+    if name == "prv":
+        return CachedDomainPRVAccountant()
+    return create_accountant(mechanism=name)
+
+
 def build_accountant(name: str, history: Iterable[DPStep] = ()) -> IAccountant:
     """An Opacus accountant of kind ``name`` that has already seen ``history``."""
-    accountant = create_accountant(mechanism=name)
+    accountant = new_accountant(name)
     accountant.history = [(h.noise_multiplier, h.sample_rate, h.steps) for h in history]
     return accountant
 
@@ -140,7 +151,7 @@ def calibrate_noise(
     [0, 20] instead and needs 12-17 of them, each costing 0.1-0.4 s with PRV. Only a sigma
     whose epsilon was evaluated at or below the target is ever returned.
     """
-    fresh = create_accountant(mechanism=accountant)
+    fresh = new_accountant(accountant)
 
     def gap(x: float) -> float:
         fresh.history = [(math.exp(x), sample_rate, steps)]
