@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from task.config import RunConfig
 
 app = typer.Typer(
     help="fedshield: federated learning with differential privacy, secure aggregation "
@@ -96,14 +99,15 @@ def simulate(
     except ConfigError as error:
         fail(str(error))
     num_clients = clients or SCENARIOS[config.scenario].default_clients
-    from simulations.feasibility import check_feasible
-    from task.datasets import DataRootError
-    from task.partition import PartitionError
+    import os
 
-    try:
-        check_feasible(config, num_clients)
-    except (ConfigError, DataRootError, PartitionError) as error:
-        fail(str(error))
+    from simulations.cluster import start_ray_during, stop_ray
+
+    problem = start_ray_during(lambda: _prepare_simulation(config, num_clients),
+                               os.cpu_count() or 1, quiet=not verbose)
+    if problem:
+        stop_ray()
+        fail(problem)
     from simulations.progress import RoundProgress
     from simulations.run import simulate as run_simulate
 
@@ -121,6 +125,23 @@ def simulate(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _prepare_simulation(config: RunConfig, num_clients: int) -> str:
+    """Check that ``config`` can run with ``num_clients`` clients (the data loads and
+    splits) and import the simulation (torch, Flower, Opacus); the problem, or ''."""
+    from simulations.feasibility import check_feasible
+    from task.config import ConfigError
+    from task.datasets import DataRootError
+    from task.partition import PartitionError
+
+    try:
+        check_feasible(config, num_clients)
+    except (ConfigError, DataRootError, PartitionError) as error:
+        return str(error)
+    import simulations.run  # noqa: F401  (its imports are what takes the time)
+
+    return ""
 
 
 def _register_commands() -> None:
