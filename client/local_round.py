@@ -92,6 +92,7 @@ def run_local_round(
         max_grad_norm=config.max_grad_norm,
         accountant=config.accountant,
         dp_engine=config.dp_engine,
+        augmentations=config.augment_multiplicity,
     )
     sample_rate = plan.sample_rate(num_records)
     round_steps = plan.steps(num_records)

@@ -15,6 +15,10 @@ from client.sgd import MomentumSGD
 from privacy.accounting import DPStep, history_of
 from privacy.dpsgd import make_private
 from privacy.fast_dpsgd import FastDPSGD, expected_batch_size
+from task.augment import augmented_copies
+
+#: Largest translation, in pixels, of an augmented copy (task.augment).
+AUGMENT_SHIFT = 2
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,7 @@ class LocalTrainingPlan:
     max_grad_norm: float
     accountant: str
     dp_engine: str = "fast"  # "fast" (privacy.fast_dpsgd) or "opacus" (privacy.dpsgd)
+    augmentations: int = 1  # shifted copies per record, averaged (task.augment); 1 = none
 
     def data_loader(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> DataLoader:
         """The (non-private) loader whose length fixes the DP sample rate."""
@@ -104,8 +109,10 @@ def train_locally(
     trained_model.train()
     losses: list[float] = []
     steps = 0
+    shifts = torch.Generator().manual_seed(seed)
     for _ in range(plan.epochs):
         for x, y in loader:
+            x, y = augmented_copies(x, y, plan.augmentations, AUGMENT_SHIFT, shifts)
             optimizer.zero_grad(set_to_none=True)
             # Poisson sampling can draw an empty batch; Opacus still takes a (pure
             # noise) step, which the accountant counts, so the forward pass runs anyway.
@@ -145,7 +152,8 @@ def _train_fast(
     losses: list[float] = []
     steps = plan.steps(num_records)
     for x, y in private.batches(images, labels, steps):
-        batch_losses = private.step(x, y)
+        x, y = augmented_copies(x, y, plan.augmentations, AUGMENT_SHIFT, private.generator)
+        batch_losses = private.step(x, y, plan.augmentations)
         if len(y) > 0:
             losses.append(batch_losses.mean().item())
     return losses, steps, private.history

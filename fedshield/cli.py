@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -99,8 +100,6 @@ def simulate(
     except ConfigError as error:
         fail(str(error))
     num_clients = clients or SCENARIOS[config.scenario].default_clients
-    import os
-
     from simulations.cluster import start_ray_during, stop_ray
 
     problem = start_ray_during(lambda: _prepare_simulation(config, num_clients),

@@ -172,23 +172,39 @@ class LayerTaps:
         targets: Tensor,
         max_grad_norm: float,
         loss_fn: PerSampleLoss = per_sample_cross_entropy,
+        augmentations: int = 1,
     ) -> tuple[list[Tensor], Tensor, Tensor]:
         """``sum_i min(1, C/(||g_i||+1e-6)) g_i`` for each parameter of ``parameters``.
 
-        Returns the clipped sums (shaped like the parameters), the per-record losses and
-        the per-record gradient norms ``||g_i||``. ``inputs`` must hold at least one
-        record.
+        With ``augmentations = K > 1``, rows ``iK .. iK+K-1`` of ``inputs`` are K
+        augmented copies of record ``i`` and ``g_i`` is the mean of their gradients,
+        clipped once per record: augmentation multiplicity (De et al., "Unlocking
+        High-Accuracy Differentially Private Image Classification through Scale", 2022).
+        A record still changes one clipped term, so the sensitivity is C as before.
+
+        Returns the clipped sums (shaped like the parameters), the per-record losses
+        (mean over a record's copies) and the per-record gradient norms ``||g_i||``.
+        ``inputs`` must hold at least one record.
         """
+        if augmentations < 1 or len(targets) % augmentations:
+            raise ValueError(
+                f"{len(targets)} rows are not a whole number of records with "
+                f"{augmentations} augmentations each"
+            )
         with self._tapped() as taps:
             losses = loss_fn(self.model(inputs), targets)
         self._check(taps)
-        backprops = torch.autograd.grad(losses.sum(), [tap.output for tap in taps])
+        backprops = torch.autograd.grad(losses.sum() / augmentations, [tap.output for tap in taps])
         by_layer = {id(tap.module): _layer_gradient(tap, b) for tap, b in zip(taps, backprops)}
         layers = [by_layer[id(layer)] for layer in self.layers]
-        squared_norms = torch.stack([layer.squared_norms() for layer in layers]).sum(0)
+        squared_norms = torch.stack(
+            [layer.squared_norms(augmentations) for layer in layers]).sum(0)
         factors = clip_factors(squared_norms, max_grad_norm)
-        sums = [grad for layer in layers for grad in layer.clipped_sums(factors)]
-        return sums, losses.detach(), squared_norms.sqrt()
+        # sum_i c_i sum_k g_ik: each row's gradient weighted by its record's factor.
+        row_factors = factors.repeat_interleave(augmentations) if augmentations > 1 else factors
+        sums = [grad for layer in layers for grad in layer.clipped_sums(row_factors)]
+        record_losses = losses.detach().view(-1, augmentations).mean(1)
+        return sums, record_losses, squared_norms.sqrt()
 
 
     def _check(self, taps: list[_Tap]) -> None:
@@ -218,7 +234,18 @@ class _GhostLinear:
     def __init__(self, layer: nn.Linear, activation: Tensor, backprop: Tensor) -> None:
         self.layer, self.a, self.b = layer, activation, backprop
 
-    def squared_norms(self) -> Tensor:
+    def squared_norms(self, group: int = 1) -> Tensor:
+        """``||sum_k G_ik||^2`` per record over its ``group`` consecutive rows: the ghost
+        norm ``||a||^2 ||b||^2`` for one row, ``sum_kl <a_k, a_l> <b_k, b_l>`` for more."""
+        if group > 1:
+            a = self.a.view(-1, group, self.a.shape[-1])
+            b = self.b.view(-1, group, self.b.shape[-1])
+            total = torch.zeros(a.shape[0], dtype=a.dtype)
+            if self.layer.weight.requires_grad:
+                total = total + (a @ a.transpose(1, 2) * (b @ b.transpose(1, 2))).sum((1, 2))
+            if self.layer.bias is not None and self.layer.bias.requires_grad:
+                total = total + b.sum(1).square().sum(1)
+            return total
         b2 = self.b.square().sum(1)
         total = torch.zeros_like(b2)
         if self.layer.weight.requires_grad:
@@ -253,12 +280,15 @@ class _MaterialisedLayer:
     ) -> None:
         self.layer, self.weight, self.fold, self.bias = layer, weight, fold, bias
 
-    def squared_norms(self) -> Tensor:
-        parts = [
-            g.square().sum(tuple(range(1, g.dim())))
-            for g in (self.weight, self.bias)
-            if g is not None
-        ]
+    def squared_norms(self, group: int = 1) -> Tensor:
+        """``||sum_k G_ik||^2`` per record over its ``group`` consecutive rows."""
+        parts = []
+        for g in (self.weight, self.bias):
+            if g is None:
+                continue
+            if group > 1:
+                g = g.reshape(-1, group, *g.shape[1:]).sum(1)
+            parts.append(g.square().sum(tuple(range(1, g.dim()))))
         return torch.stack(parts).sum(0)
 
     def clipped_sums(self, factors: Tensor) -> list[Tensor]:
@@ -405,15 +435,18 @@ class FastDPSGD:
             index = poisson_indices(len(labels), self.sample_rate, self.generator)
             yield images[index], labels[index]
 
-    def noisy_gradients(self, inputs: Tensor, targets: Tensor) -> tuple[list[Tensor], Tensor]:
+    def noisy_gradients(
+        self, inputs: Tensor, targets: Tensor, augmentations: int = 1
+    ) -> tuple[list[Tensor], Tensor]:
         """The DP gradient ``(sum_i c_i g_i + N(0, sigma^2 C^2)) / int(qN)`` per parameter.
 
         Returns the gradients (in the order of ``LayerTaps.parameters``) and the
-        per-record losses. An empty batch gives pure noise.
+        per-record losses. An empty batch gives pure noise. ``augmentations``: see
+        :meth:`LayerTaps.clipped_sum`.
         """
         if len(targets) > 0:
             sums, losses = self.taps.clipped_sum(
-                inputs, targets, self.max_grad_norm, self.loss_fn
+                inputs, targets, self.max_grad_norm, self.loss_fn, augmentations
             )[:2]
         else:
             sums = [torch.zeros_like(p) for p in self._params]
@@ -427,12 +460,12 @@ class FastDPSGD:
             sums = [s + n.view_as(s) for s, n in zip(sums, noise.split(sizes))]
         return [s / self.expected_batch_size for s in sums], losses
 
-    def step(self, inputs: Tensor, targets: Tensor) -> Tensor:
+    def step(self, inputs: Tensor, targets: Tensor, augmentations: int = 1) -> Tensor:
         """One DP-SGD step on a Poisson batch; returns the per-record losses.
 
         The accountant history records the step whether or not the batch is empty.
         """
-        grads, losses = self.noisy_gradients(inputs, targets)
+        grads, losses = self.noisy_gradients(inputs, targets, augmentations)
         for p, g in zip(self._params, grads):
             p.grad = g
         self.optimizer.step()

@@ -50,6 +50,7 @@ class RunConfig:
     noise_multiplier: float = 0.0
     delta: float = 1e-5
     max_grad_norm: float = 1.0
+    augment_multiplicity: int = 1
     accountant: str = "prv"
     dp_engine: str = "fast"
     partitioning: str = "iid"
@@ -96,6 +97,7 @@ SCENARIO_TUNED = (
     "activation",
     "target_epsilon",
     "max_grad_norm",
+    "augment_multiplicity",
     "server_optimizer",
     "server_learning_rate",
     "server_ema",
@@ -174,6 +176,8 @@ def validate_config(config: RunConfig) -> None:
     _require(c.learning_rate > 0, "learning-rate", "> 0", c.learning_rate)
     _require(0.0 <= c.momentum < 1.0, "momentum", "in [0, 1)", c.momentum)
     _require(c.activation in ACTIVATIONS, "activation", f"one of {ACTIVATIONS}", c.activation)
+    _require(1 <= c.augment_multiplicity <= 64, "augment-multiplicity",
+             "in [1, 64] (1 = no augmentation)", c.augment_multiplicity)
     if c.dp:
         _require(c.target_epsilon > 0, "target-epsilon", "> 0", c.target_epsilon)
         _require(c.noise_multiplier >= 0, "noise-multiplier", ">= 0 (0 = calibrate)",
@@ -183,6 +187,9 @@ def validate_config(config: RunConfig) -> None:
         _require(c.accountant in ACCOUNTANTS, "accountant", f"one of {ACCOUNTANTS}",
                  c.accountant)
         _require(c.dp_engine in DP_ENGINES, "dp-engine", f"one of {DP_ENGINES}", c.dp_engine)
+        _require(c.augment_multiplicity == 1 or c.dp_engine == "fast", "augment-multiplicity",
+                 "1 with dp-engine 'opacus' (only the fast engine averages a record's "
+                 "augmented copies before clipping)", c.augment_multiplicity)
     _require(c.partitioning in PARTITIONINGS, "partitioning", f"one of {PARTITIONINGS}",
              c.partitioning)
     _require(c.dirichlet_alpha > 0, "dirichlet-alpha", "> 0", c.dirichlet_alpha)

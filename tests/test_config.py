@@ -47,6 +47,9 @@ def test_pyproject_config_lists_every_knob_and_resolves():
         ({"num-server-rounds": 2.5}, "'num-server-rounds' must be an integer"),
         ({"dp": "maybe"}, "'dp' must be true or false"),
         ({"learning-rte": 0.1}, "unknown config key 'learning-rte'"),
+        ({"augment-multiplicity": 65}, "'augment-multiplicity' must be in [1, 64]"),
+        ({"augment-multiplicity": 4, "dp-engine": "opacus"},
+         "'augment-multiplicity' must be 1 with dp-engine 'opacus'"),
     ],
 )
 def test_bad_values_name_the_key(overrides, fragment):

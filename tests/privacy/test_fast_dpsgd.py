@@ -94,6 +94,46 @@ def test_clipped_gradient_matches_the_per_sample_reference(shape, classes, activ
     assert torch.allclose(losses, F.cross_entropy(model(x), y, reduction="none"))
 
 
+@pytest.mark.parametrize("copies", [2, 5])
+@pytest.mark.parametrize(("shape", "classes"), SHAPES)
+def test_augmented_copies_are_averaged_then_clipped_once_per_record(shape, classes, copies):
+    """Augmentation multiplicity (De et al. 2022): g_i = mean over record i's copies."""
+    torch.manual_seed(1)
+    model = build_model(shape, classes, "tanh")
+    x = torch.randn(9 * copies, *shape)  # rows i*copies .. i*copies+copies-1: record i
+    y = torch.randint(0, classes, (9,)).repeat_interleave(copies)
+    rows = per_sample_gradients(model, x, y)
+    per_record = [
+        [torch.stack(parts).mean(0) for parts in zip(*rows[i * copies:(i + 1) * copies])]
+        for i in range(9)
+    ]
+    norms = norms_of(per_record)
+    clip = float(norms.median())
+    assert (norms < clip).any() and (norms > clip).any()
+    reference = reference_dp_gradient(per_record, clip, 7)
+    ours, losses = engine(model, 0.0, clip, 7 / 100, 7).noisy_gradients(x, y, copies)
+    assert max(relative_errors(ours, reference)) < 1e-5
+    row_losses = F.cross_entropy(model(x), y, reduction="none")
+    assert torch.allclose(losses, row_losses.view(9, copies).mean(1))
+    with pytest.raises(ValueError, match="whole number of records"):
+        engine(model, 0.0, clip, 0.1, 7).noisy_gradients(x[:-1], y[:-1], copies)
+
+
+def test_augmented_copies_are_shifted_versions_of_their_record():
+    from task.augment import augmented_copies
+
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    copies, labels = augmented_copies(images, torch.tensor([4, 7]), 6, 2,
+                                      torch.Generator().manual_seed(0))
+    assert copies.shape == (12, 3, 8, 8) and labels.tolist() == [4] * 6 + [7] * 6
+    padded = F.pad(images, (2, 2, 2, 2), mode="replicate")
+    for row, image in enumerate(copies):
+        windows = padded[row // 6].unfold(1, 8, 1).unfold(2, 8, 1)  # (3, 5, 5, 8, 8)
+        matches = (windows == image[:, None, None]).flatten(3).all(-1).all(0)
+        assert matches.any(), f"copy {row} is not a shift of its record by at most 2 pixels"
+    assert len({tuple(c.flatten().tolist()) for c in copies[:6]}) > 1  # not all the same
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -212,10 +252,15 @@ def test_history_is_identical_to_the_opacus_engine():
     assert list(fast.update) == list(opacus.update)
 
 
-def test_short_private_training_run_learns_separable_data():
+@pytest.mark.parametrize(("sigma", "copies"), [(0.5, 1), (0.5, 3), (None, 3)])
+def test_short_training_run_learns_separable_data(sigma, copies):
     images, labels = synthetic(400, 8)
     model = build_model((1, 28, 28), 2)
-    train_locally(model, images, labels, plan("fast", epochs=3, sigma=0.5), [], seed=0)
+    training = LocalTrainingPlan(**{**plan("fast", epochs=3, sigma=sigma).__dict__,
+                                    "augmentations": copies})
+    result = train_locally(model, images, labels, training, [], seed=0)
+    # the accountant sees one step per Poisson batch whatever the number of copies
+    assert sum(h.steps for h in result.history) == (training.steps(400) if sigma else 0)
     test_images, test_labels = synthetic(200, 9)
     with torch.no_grad():
         accuracy = (model(test_images).argmax(1) == test_labels).float().mean().item()
