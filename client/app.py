@@ -75,18 +75,19 @@ def _train(msg: Message, context: Context) -> tuple[RunConfig, LocalRoundOutcome
     try:
         config = resolve_config(settings)
         data = load_node_data(context.node_config, config)
-        ledger = ClientLedger.open(context.node_config, config, client_id, msg.content["config"])
-        outcome = run_local_round(
-            data=data,
-            global_weights=from_record(msg.content["arrays"]),
-            config=ledger.config,  # with the client's own delta
-            server_round=server_round,
-            history=ledger.history(),  # the ledger, not Context.state, is the source of truth
-            planned_noise=load_plan(context.state),
-            budget=ledger.budget.epsilon,
-        )
-        ledger.charge(outcome, server_round)  # signed and on disk before any reply leaves
-        outcome.ledger = ledger.reply_fields()
+        with ClientLedger.open(context.node_config, config, client_id,
+                               msg.content["config"]) as ledger:
+            outcome = run_local_round(
+                data=data,
+                global_weights=from_record(msg.content["arrays"]),
+                config=ledger.config,  # with the client's own delta
+                server_round=server_round,
+                history=ledger.history(),  # the ledger, not Context.state, is the truth
+                planned_noise=load_plan(context.state),
+                budget=ledger.budget.epsilon,
+            )
+            ledger.charge(outcome, server_round)  # signed and on disk before any reply
+            outcome.ledger = ledger.reply_fields()
     except (ConfigError, LocalRoundError, LedgerError) as error:
         return status_reply(msg, client_id, "failed", str(error))
 

@@ -38,7 +38,7 @@ from flwr.app import ConfigRecord, Message
 
 from client.local_round import LocalRoundOutcome
 from privacy.accounting import DPStep, merge_history
-from privacy.ledger import ClientSigner, LedgerEntry, PrivacyCharge, PrivacyLedger
+from privacy.ledger import ClientSigner, LedgerEntry, LedgerError, PrivacyCharge, PrivacyLedger
 from privacy.report.layout import CLIENT_LEDGER_DIR, SAFE_NAME, client_key_path, client_ledger_path
 from task.config import ConfigError, RunConfig, parse_client_budgets
 
@@ -117,8 +117,9 @@ def ledger_directory(node_config: Mapping[str, Any], config: RunConfig, run_id: 
 class ClientLedger:
     """One client's ledger, key and budget for one round of one run.
 
-    Every method opens the ledger file and closes it again, so nothing stays open
-    between rounds. With DP off there is nothing to charge: no file is created.
+    The ledger file is opened once for the round and closed by :meth:`close` (or by
+    leaving a ``with`` block), so nothing stays open between rounds; every write commits
+    on its own. With DP off there is nothing to charge: no file is created.
     """
 
     def __init__(self, directory: Path, client_id: str, run_id: str, budget: ClientBudget,
@@ -133,11 +134,33 @@ class ClientLedger:
         self.config = dataclasses.replace(config, delta=budget.delta)
         self.path = client_ledger_path(directory, client_id)
         self._signer: ClientSigner | None = None
+        self._store: PrivacyLedger | None = None
         if config.dp:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._signer = ClientSigner.load_or_create(client_key_path(directory, client_id))
-            with PrivacyLedger(self.path) as ledger:
-                ledger.enroll(client_id, self._signer.public_key)
+            self._store = PrivacyLedger(self.path)
+            try:
+                self._store.enroll(client_id, self._signer.public_key)
+            except BaseException:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        """Close the ledger file (the object is done with)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> "ClientLedger":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _ledger(self) -> PrivacyLedger:
+        if self._store is None:
+            raise LedgerError(f"the ledger of {self.client_id} was closed")
+        return self._store
 
     @classmethod
     def open(cls, node_config: Mapping[str, Any], config: RunConfig, client_id: str,
@@ -170,8 +193,7 @@ class ClientLedger:
         if self._signer is None or outcome.declined:
             return None
         metrics = outcome.metrics
-        with PrivacyLedger(self.path) as ledger:
-            charged_before = ledger.latest_epsilon(self.client_id, self.run_id, UNIT)
+        charged_before = self._ledger().latest_epsilon(self.client_id, self.run_id, UNIT)
         metrics["epsilon"] = max(float(metrics["epsilon"]), charged_before)
         charge = PrivacyCharge(
             run_id=self.run_id,
@@ -188,8 +210,7 @@ class ClientLedger:
             epsilon_after=float(metrics["epsilon"]),
             dataset_size=int(metrics["num-examples"]),
         )
-        with PrivacyLedger(self.path) as ledger:
-            entry = ledger.append(charge, self._signer)
+        entry = self._ledger().append(charge, self._signer)
         if os.environ.get(FAULT_ENV) == "kill-after-charge":
             os.kill(os.getpid(), signal.SIGKILL)
         return entry
@@ -200,10 +221,10 @@ class ClientLedger:
         record: dict[str, Any] = {"client-id": self.client_id, **self.budget.to_record()}
         if self._signer is None:
             return record
-        with PrivacyLedger(self.path) as ledger:
-            head = ledger.head()
-            entries = ledger.entries(client_id=self.client_id)
-            record["ledger-id"] = ledger.ledger_id
+        ledger = self._ledger()
+        head = ledger.head()
+        entries = ledger.entries(client_id=self.client_id)
+        record["ledger-id"] = ledger.ledger_id
         record.update(
             {
                 "public-key": self._signer.public_key_bytes.hex(),
@@ -217,8 +238,7 @@ class ClientLedger:
     def _entries(self) -> list[LedgerEntry]:
         if self._signer is None:
             return []
-        with PrivacyLedger(self.path) as ledger:
-            return ledger.entries(client_id=self.client_id)
+        return self._ledger().entries(client_id=self.client_id)
 
 
 def with_ledger(reply: Message, outcome: LocalRoundOutcome) -> Message:
