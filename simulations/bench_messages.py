@@ -15,25 +15,20 @@ simulation (actor start-up) is left out of the mean. Wall-clock timings: indicat
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import statistics
 import time
-import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
-from flwr.simulation import run_simulation
 from rich.console import Console
 
 from server.messaging import send_and_receive
-from simulations import dispatch
 from simulations.bench_report import print_table, write_json
-from simulations.cluster import start_ray
-from simulations.run import backend_config
+from simulations.run import run_apps
 
 #: Payload sizes in bytes: nothing, and about the seed CNN's parameters in float32.
 PAYLOADS = (0, 250_000)
@@ -82,13 +77,7 @@ def bench_message_rounds(clients: int, rounds: int) -> list[MessageRoundResult]:
                 send_and_receive(grid, messages)
                 timings[payload].append(time.perf_counter() - started)
 
-    dispatch.install()
-    start_ray(os.cpu_count() or 1)
-    logging.getLogger("flwr").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        run_simulation(server_app=server, client_app=noop_client, num_supernodes=clients,
-                       backend_config=backend_config())
+    run_apps(server, noop_client, clients)
     results = []
     for payload, seconds in timings.items():
         steady = statistics.fmean(seconds[1:])

@@ -12,6 +12,8 @@ import os
 import warnings
 from collections.abc import Callable
 
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
 from client.app import app as client_app
@@ -22,7 +24,7 @@ from simulations.cluster import ray_init_args, start_ray
 from simulations.feasibility import check_feasible
 from task.config import RunConfig
 
-__all__ = ["backend_config", "check_feasible", "simulate"]
+__all__ = ["backend_config", "check_feasible", "run_apps", "simulate"]
 
 
 def backend_config(cpus: int | None = None) -> dict:
@@ -45,21 +47,30 @@ def simulate(
     down when the simulation ends.
     """
     check_feasible(config, num_clients)
+    summaries: list[dict] = []
+    run_apps(make_server_app(config, on_round=on_round, on_summary=summaries.append),
+             client_app, num_clients, verbose)
+    if not summaries:
+        raise RuntimeError("the simulation ended without a summary; see the log above")
+    return summaries[0]
+
+
+def run_apps(server: ServerApp, client: ClientApp, num_clients: int,
+             verbose: bool = False) -> None:
+    """Run ``server`` against ``num_clients`` virtual nodes of ``client`` on
+    Flower's simulation engine, with this project's dispatch (``simulations.dispatch``)
+    and Ray settings (``simulations.cluster``)."""
     dispatch.install()
     start_ray(os.cpu_count() or 1, quiet=not verbose)
-    summaries: list[dict] = []
     if not verbose:
         # Flower announces run_simulation's deprecation at WARNING on every run; our own
         # round log and progress bar carry what the user needs.
         logging.getLogger("flwr").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
     run_simulation(
-        server_app=make_server_app(config, on_round=on_round, on_summary=summaries.append),
-        client_app=client_app,
+        server_app=server,
+        client_app=client,
         num_supernodes=num_clients,
         backend_config=backend_config(),
         verbose_logging=verbose,
     )
-    if not summaries:
-        raise RuntimeError("the simulation ended without a summary; see the log above")
-    return summaries[0]
