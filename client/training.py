@@ -35,6 +35,16 @@ class LocalTrainingPlan:
     dp_engine: str = "fast"  # "fast" (privacy.fast_dpsgd) or "opacus" (privacy.dpsgd)
     augmentations: int = 1  # shifted copies per record, averaged (task.augment); 1 = none
 
+    def __post_init__(self) -> None:
+        # Opacus would clip each copy as a record of its own: K clipped terms per record,
+        # K times the sensitivity its accountant assumes.
+        private = self.noise_multiplier is not None
+        if self.augmentations > 1 and private and self.dp_engine != "fast":
+            raise ValueError(
+                f"{self.augmentations} augmented copies per record need dp_engine 'fast' "
+                f"(got {self.dp_engine!r}): only it averages a record's copies before clipping"
+            )
+
     def data_loader(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> DataLoader:
         """The (non-private) loader whose length fixes the DP sample rate."""
         generator = torch.Generator().manual_seed(seed)

@@ -119,6 +119,12 @@ def test_augmented_copies_are_averaged_then_clipped_once_per_record(shape, class
         engine(model, 0.0, clip, 0.1, 7).noisy_gradients(x[:-1], y[:-1], copies)
 
 
+def test_a_private_plan_with_copies_refuses_the_opacus_engine():
+    with pytest.raises(ValueError, match="need dp_engine 'fast'"):
+        LocalTrainingPlan(**{**plan("opacus").__dict__, "augmentations": 2})
+    LocalTrainingPlan(**{**plan("opacus", sigma=None).__dict__, "augmentations": 2})  # no DP
+
+
 def test_augmented_copies_are_shifted_versions_of_their_record():
     from task.augment import augmented_copies
 
