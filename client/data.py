@@ -5,6 +5,9 @@ one partition of the shared training split; it keeps part of it for local valida
 Partitions are index arrays into one in-memory copy of the dataset per process, so many
 virtual clients never copy the data.
 
+A client holds what its model takes (``task.model.model_inputs``): the images, or for the
+``scatternet`` model their scattering features, computed once per process and client.
+
 Deployed, a SuperNode's node config names a folder holding only that client's partition
 (``--node-config "data-path='/data' client-id='hospital-3'"``, written by ``fedshield
 partition``); ``load_node_data`` picks whichever of the two the node config describes.
@@ -24,6 +27,7 @@ import torch
 
 from task.config import ConfigError, RunConfig
 from task.datasets import load_dataset
+from task.model import model_inputs
 from task.partition import PartitionError, partition_indices, sampled_indices, split_train_val
 from task.partition_store import MANIFEST_FILE, PartitionStoreError, load_partition
 from task.scenarios import SCENARIOS
@@ -90,15 +94,25 @@ def load_client_data(partition_id: int, num_partitions: int, config: RunConfig) 
             config.dirichlet_alpha,
         )[partition_id]
     train_idx, val_idx = split_train_val(indices, config.val_fraction, config.seed + partition_id)
-    train_idx_t = torch.from_numpy(np.asarray(train_idx, dtype=np.int64))
-    val_idx_t = torch.from_numpy(np.asarray(val_idx, dtype=np.int64))
+    return _client_data(f"client-{partition_id}", len(train.classes), train.images,
+                        train.labels, train_idx, val_idx, config.model)
+
+
+def _client_data(
+    client_id: str, num_classes: int, images: torch.Tensor, labels: torch.Tensor,
+    train_idx: np.ndarray, val_idx: np.ndarray, model: str,
+) -> ClientData:
+    """The client's train and validation records at positions ``train_idx``/``val_idx``
+    of ``images``, as inputs of ``model``."""
+    train_t = torch.from_numpy(np.asarray(train_idx, dtype=np.int64))
+    val_t = torch.from_numpy(np.asarray(val_idx, dtype=np.int64))
     return ClientData(
-        client_id=f"client-{partition_id}",
-        num_classes=len(train.classes),
-        train_images=train.images[train_idx_t],
-        train_labels=train.labels[train_idx_t],
-        val_images=train.images[val_idx_t],
-        val_labels=train.labels[val_idx_t],
+        client_id=client_id,
+        num_classes=num_classes,
+        train_images=model_inputs(images[train_t], model),
+        train_labels=labels[train_t],
+        val_images=model_inputs(images[val_t], model),
+        val_labels=labels[val_t],
     )
 
 
@@ -118,7 +132,22 @@ def node_client_id(node_config: Mapping[str, Any]) -> str:
 
 def load_node_data(node_config: Mapping[str, Any], config: RunConfig) -> ClientData:
     """This node's records: from its own folder when the node config has 'data-path',
-    else partition 'partition-id' of 'num-partitions' of the shared split (simulation)."""
+    else partition 'partition-id' of 'num-partitions' of the shared split (simulation).
+
+    Records whose model inputs are computed (``scatternet``) are kept per process, so the
+    transform runs once per client, not once per round.
+    """
+    if config.model == "lenet":
+        return _load_node_data(node_config, config)
+    return _computed_node_data(tuple(sorted(node_config.items())), config)
+
+
+@lru_cache(maxsize=16)
+def _computed_node_data(node_items: tuple[tuple[str, Any], ...], config: RunConfig) -> ClientData:
+    return _load_node_data(dict(node_items), config)
+
+
+def _load_node_data(node_config: Mapping[str, Any], config: RunConfig) -> ClientData:
     if DATA_PATH_KEY not in node_config:
         return load_client_data(
             int(node_config["partition-id"]), int(node_config["num-partitions"]), config
@@ -146,12 +175,5 @@ def load_stored_client_data(folder: Path, config: RunConfig, client_id: str) -> 
     train_pos, val_pos = split_train_val(
         positions, config.val_fraction, config.seed + stored.partition_id
     )
-    train_t, val_t = torch.from_numpy(train_pos), torch.from_numpy(val_pos)
-    return ClientData(
-        client_id=client_id,
-        num_classes=len(stored.classes),
-        train_images=stored.images[train_t],
-        train_labels=stored.labels[train_t],
-        val_images=stored.images[val_t],
-        val_labels=stored.labels[val_t],
-    )
+    return _client_data(client_id, len(stored.classes), stored.images, stored.labels,
+                        train_pos, val_pos, config.model)

@@ -132,7 +132,8 @@ def run_local_round(
                 plan_record=plan_record,
             )
 
-    model = build_model(tuple(data.train_images.shape[1:]), data.num_classes, config.activation)
+    model = build_model(tuple(data.train_images.shape[1:]), data.num_classes, config.activation,
+                        config.model)
     apply_weights(model, global_weights)
     seed = zlib.crc32(f"{config.seed}:{data.client_id}:{server_round}".encode())
     result = train_locally(model, data.train_images, data.train_labels, plan, history, seed)

@@ -24,7 +24,7 @@ from server.workflow import PlainWorkflow, RoundAggregate, unnamed_client
 from task.config import RunConfig
 from task.datasets import load_dataset
 from task.evaluation import evaluate
-from task.model import build_model
+from task.model import build_model, model_inputs
 from task.records import to_record
 from task.scenarios import SCENARIOS
 
@@ -75,7 +75,7 @@ def sample_nodes(node_ids: list[int], fraction: float, minimum: int, rng: random
 def initial_weights(config: RunConfig, shape: tuple[int, int, int], num_classes: int) -> dict[str, np.ndarray]:
     """The global model's starting weights, deterministic for the run's seed."""
     torch.manual_seed(config.seed)
-    model = build_model(shape, num_classes, config.activation)
+    model = build_model(shape, num_classes, config.activation, config.model)
     return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
 
 
@@ -127,9 +127,10 @@ def run_federation(
     )
     scenario = SCENARIOS[config.scenario]
     test = load_dataset(scenario.dataset, config.data_root or None, config.seed).test
-    shape, num_classes = tuple(test.images.shape[1:]), len(test.classes)
+    test_inputs = model_inputs(test.images, config.model)
+    shape, num_classes = tuple(test_inputs.shape[1:]), len(test.classes)
     weights = initial_weights(config, shape, num_classes)
-    model = build_model(shape, num_classes, config.activation)
+    model = build_model(shape, num_classes, config.activation, config.model)
     optimizer = ServerOptimizer(
         config.server_optimizer, config.server_learning_rate, config.server_momentum
     )
@@ -195,7 +196,7 @@ def run_federation(
             account_client_level(client_level, server_round, aggregate, sampled, eligible)
         released = ema.update(weights)
         model.load_state_dict({k: torch.from_numpy(v) for k, v in released.items()})
-        loss, accuracy = evaluate(model, test.images, test.labels)
+        loss, accuracy = evaluate(model, test_inputs, test.labels)
         val_examples = aggregate.metric_sums.get("val-examples", 0.0)
         record = RoundRecord(
             server_round=server_round,

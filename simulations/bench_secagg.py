@@ -39,6 +39,7 @@ from simulations.bench_report import print_table, write_json
 from simulations.run import simulate
 from task.config import RunConfig, resolve_config
 from task.datasets import load_dataset
+from task.model import model_input_shape
 from task.scenarios import SCENARIOS
 from task.secure_vector import VectorLayout
 
@@ -75,7 +76,8 @@ def model_layout(config: RunConfig) -> VectorLayout:
     """The secure-aggregation vector layout of the scenario's model."""
     test = load_dataset(SCENARIOS[config.scenario].dataset, config.data_root or None,
                         config.seed).test
-    weights = initial_weights(config, tuple(test.images.shape[1:]), len(test.classes))
+    shape = model_input_shape(tuple(test.images.shape[1:]), config.model)
+    weights = initial_weights(config, shape, len(test.classes))
     return VectorLayout.for_run(weights, config)
 
 

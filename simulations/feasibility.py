@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from task.config import ConfigError, RunConfig
 from task.datasets import load_dataset
+from task.model import model_input_shape
 from task.partition import PartitionError, partition_indices
 from task.scenarios import SCENARIOS
 
@@ -15,7 +16,8 @@ from task.scenarios import SCENARIOS
 def check_feasible(config: RunConfig, num_clients: int) -> None:
     """Load the data and partition it once, so bad input fails before any training.
 
-    Raises DataRootError for missing data and PartitionError when the training records
+    Raises ConfigError when the model cannot take the dataset's images, DataRootError
+    for missing data and PartitionError when the training records
     cannot be split among ``num_clients`` clients. With partitioning "sampled" each client
     draws its own records, so only records-per-client is checked against the training
     split (nothing is built for the whole population).
@@ -27,6 +29,13 @@ def check_feasible(config: RunConfig, num_clients: int) -> None:
         )
     dataset = SCENARIOS[config.scenario].dataset
     splits = load_dataset(dataset, config.data_root or None, config.seed)
+    try:
+        model_input_shape(splits.shape, config.model)
+    except ValueError as error:
+        raise ConfigError(
+            f"config key 'model' is {config.model!r}, which cannot take scenario "
+            f"'{config.scenario}' (dataset '{dataset}'): {error}"
+        ) from None
     if config.partitioning == "sampled":
         num_records = len(splits.train.labels)
         if config.records_per_client > num_records:

@@ -31,7 +31,7 @@ from server.optimizers import ServerOptimizer
 from task.config import RunConfig, resolve_config
 from task.datasets import load_dataset
 from task.evaluation import evaluate
-from task.model import build_model
+from task.model import build_model, model_inputs
 from task.scenarios import SCENARIOS
 
 
@@ -48,9 +48,10 @@ def screen(
     """
     test = load_dataset(SCENARIOS[config.scenario].dataset, config.data_root or None,
                         config.seed).test
-    shape, num_classes = tuple(test.images.shape[1:]), len(test.classes)
+    test_inputs = model_inputs(test.images, config.model)
+    shape, num_classes = tuple(test_inputs.shape[1:]), len(test.classes)
     weights = initial_weights(config, shape, num_classes)
-    model = build_model(shape, num_classes, config.activation)
+    model = build_model(shape, num_classes, config.activation, config.model)
     optimizer = ServerOptimizer(config.server_optimizer, config.server_learning_rate,
                                 config.server_momentum)
     clients = [load_client_data(i, num_clients, config) for i in range(num_clients)]
@@ -82,10 +83,10 @@ def screen(
         last = server_round == config.num_server_rounds
         if last or (eval_every and server_round % eval_every == 0):
             model.load_state_dict({k: torch.from_numpy(v) for k, v in evaluated.items()})
-            curve.append((server_round, evaluate(model, test.images, test.labels)[1]))
+            curve.append((server_round, evaluate(model, test_inputs, test.labels)[1]))
             for d, avg in averages.items():
                 model.load_state_dict({k: torch.from_numpy(v) for k, v in avg.items()})
-                ema_curves[str(d)].append((server_round, evaluate(model, test.images, test.labels)[1]))
+                ema_curves[str(d)].append((server_round, evaluate(model, test_inputs, test.labels)[1]))
     return {"accuracy": curve[-1][1], "curve": curve, "ema": ema_curves, "epsilon_max": epsilon,
             "seconds": time.perf_counter() - start}
 

@@ -29,6 +29,7 @@ ACCOUNTANTS = ("prv", "rdp")
 PARTITIONINGS = ("iid", "dirichlet", "quantity", "sampled")
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")
 ACTIVATIONS = ("relu", "tanh")
+MODELS = ("lenet", "scatternet")
 DP_ENGINES = ("fast", "opacus")
 
 
@@ -44,6 +45,7 @@ class RunConfig:
     batch_size: int = 32
     learning_rate: float = 0.1
     momentum: float = 0.0
+    model: str = "lenet"
     activation: str = "relu"
     dp: bool = True
     target_epsilon: float = 3.0
@@ -94,6 +96,7 @@ SCENARIO_TUNED = (
     "batch_size",
     "learning_rate",
     "momentum",
+    "model",
     "activation",
     "target_epsilon",
     "max_grad_norm",
@@ -175,9 +178,13 @@ def validate_config(config: RunConfig) -> None:
     _require(c.batch_size >= 1, "batch-size", ">= 1", c.batch_size)
     _require(c.learning_rate > 0, "learning-rate", "> 0", c.learning_rate)
     _require(0.0 <= c.momentum < 1.0, "momentum", "in [0, 1)", c.momentum)
+    _require(c.model in MODELS, "model", f"one of {MODELS}", c.model)
     _require(c.activation in ACTIVATIONS, "activation", f"one of {ACTIVATIONS}", c.activation)
     _require(1 <= c.augment_multiplicity <= 64, "augment-multiplicity",
              "in [1, 64] (1 = no augmentation)", c.augment_multiplicity)
+    _require(c.augment_multiplicity == 1 or c.model == "lenet", "augment-multiplicity",
+             "1 with model 'scatternet' (its copies would be shifted pixels, but it "
+             "learns on scattering features)", c.augment_multiplicity)
     if c.dp:
         _require(c.target_epsilon > 0, "target-epsilon", "> 0", c.target_epsilon)
         _require(c.noise_multiplier >= 0, "noise-multiplier", ">= 0 (0 = calibrate)",

@@ -1,4 +1,4 @@
-"""The CNN the federation learns: the seed's LeNet-style network.
+"""The networks the federation learns: the seed's LeNet-style CNN, and a ScatterNet variant.
 
 Architecture (LeCun et al. 1998, in the form of the PyTorch CIFAR-10 tutorial and
 Flower's quickstart)::
@@ -18,6 +18,17 @@ make gradients larger and so more of them get clipped.
 The network has no BatchNorm and no other layer that mixes samples within a batch, so
 ``opacus.validators.ModuleValidator.validate(model, strict=True)`` reports no errors
 and per-sample gradients are well defined.
+
+``model = "scatternet"`` is the variant of Tramer & Boneh ("Differentially Private
+Learning Needs Better Features (or Much More Data)", ICLR 2021): a linear classifier on
+fixed scattering coefficients (:mod:`task.features`), each group of 3 feature maps
+normalised per sample (GroupNorm without learned scale or shift, so it mixes no samples
+and has no parameters):
+
+    logits = W vec(GroupNorm_G(S x)) + b,    G = channels / 3
+
+Its input is the features, not the pixels: :func:`model_inputs` maps images to what a
+model named ``model`` takes.
 """
 
 from __future__ import annotations
@@ -27,9 +38,14 @@ import operator
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "LeNet", "build_model"]
+from task.config import MODELS
+from task.features import scattering_features, scattering_shape
+
+__all__ = ["ACTIVATIONS", "MODELS", "LeNet", "ScatterNetClassifier", "build_model",
+           "model_input_shape", "model_inputs"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+_CHANNELS_PER_NORM_GROUP = 3
 
 _KERNEL = 5
 _POOL = 2
@@ -118,8 +134,60 @@ class LeNet(nn.Module):
         return self.fc3(x)
 
 
+class ScatterNetClassifier(nn.Module):
+    """Linear classifier on scattering features of shape ``in_shape`` (see the module
+    docstring); ``num_classes`` logits."""
+
+    def __init__(self, in_shape: tuple[int, int, int], num_classes: int = 10) -> None:
+        super().__init__()
+        in_shape = _normalise_shape(in_shape)
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        channels = in_shape[0]
+        groups = channels // _CHANNELS_PER_NORM_GROUP
+        if groups < 1 or channels % _CHANNELS_PER_NORM_GROUP:
+            groups = 1
+        self.in_shape: tuple[int, int, int] = in_shape
+        self.num_classes = num_classes
+        self.norm = nn.GroupNorm(groups, channels, affine=False)
+        self.classifier = nn.Linear(channels * in_shape[1] * in_shape[2], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (N, num_classes) for features of shape (N, *in_shape)."""
+        return self.classifier(torch.flatten(self.norm(x), 1))
+
+
+def _check_model_name(model: str) -> None:
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(map(repr, MODELS))}, got {model!r}")
+
+
+def model_input_shape(image_shape: tuple[int, int, int], model: str = "lenet") -> tuple[int, int, int]:
+    """The shape of one input of ``model`` for images of ``image_shape``; ValueError
+    when the model cannot take such images."""
+    _check_model_name(model)
+    image_shape = _normalise_shape(image_shape)
+    if model == "scatternet":
+        return scattering_shape(image_shape)
+    _flattened_size(image_shape)
+    return image_shape
+
+
+def model_inputs(images: torch.Tensor, model: str = "lenet") -> torch.Tensor:
+    """What ``model`` takes for ``images`` (N, C, H, W): the images themselves for
+    ``lenet``, their scattering features for ``scatternet``."""
+    _check_model_name(model)
+    return scattering_features(images) if model == "scatternet" else images
+
+
 def build_model(
-    in_shape: tuple[int, int, int], num_classes: int, activation: str = "relu"
+    in_shape: tuple[int, int, int], num_classes: int, activation: str = "relu",
+    model: str = "lenet",
 ) -> nn.Module:
-    """The federation's model for images of ``in_shape`` and ``num_classes`` classes."""
+    """The federation's ``model`` for inputs of ``in_shape`` (see :func:`model_inputs`)
+    and ``num_classes`` classes; ``activation`` applies to the LeNet (the ScatterNet
+    classifier is linear)."""
+    _check_model_name(model)
+    if model == "scatternet":
+        return ScatterNetClassifier(in_shape=in_shape, num_classes=num_classes)
     return LeNet(in_shape=in_shape, num_classes=num_classes, activation=activation)

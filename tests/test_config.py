@@ -17,6 +17,14 @@ def test_defaults_take_the_scenario_preset():
     assert config.batch_size == SCENARIOS["hospitals"].preset["batch_size"]
 
 
+def test_banks_take_the_scatternet_unless_the_lenet_is_asked_for():
+    assert resolve_config({"scenario": "banks"}).model == "scatternet"
+    assert resolve_config({"scenario": "banks", "model": ""}).model == "scatternet"
+    lenet = resolve_config({"scenario": "banks", "model": "lenet"})
+    assert (lenet.model, lenet.activation) == ("lenet", "tanh")
+    assert resolve_config({}).model == "lenet"  # the quick start keeps the seed's CNN
+
+
 def test_explicit_values_win_over_the_preset():
     config = resolve_config({"scenario": "hospitals", "num-server-rounds": 3, "batch_size": 16})
     assert (config.num_server_rounds, config.batch_size) == (3, 16)
@@ -50,6 +58,9 @@ def test_pyproject_config_lists_every_knob_and_resolves():
         ({"augment-multiplicity": 65}, "'augment-multiplicity' must be in [1, 64]"),
         ({"augment-multiplicity": 4, "dp-engine": "opacus"},
          "'augment-multiplicity' must be 1 with dp-engine 'opacus'"),
+        ({"model": "resnet"}, "config key 'model' must be one of ('lenet', 'scatternet')"),
+        ({"augment-multiplicity": 4, "model": "scatternet"},
+         "'augment-multiplicity' must be 1 with model 'scatternet'"),
     ],
 )
 def test_bad_values_name_the_key(overrides, fragment):

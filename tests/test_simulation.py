@@ -49,3 +49,20 @@ def test_three_clients_two_rounds_learn_with_dp(tmp_path: Path):
             reference.step(noise_multiplier=client["noise-multiplier"],
                            sample_rate=client["sample-rate"])
         assert client["final"] == pytest.approx(accountant_epsilon(reference, 1e-5), abs=1e-4)
+
+
+def test_scatternet_variant_learns_under_secure_aggregation(tmp_path: Path):
+    """The ScatterNet classifier (fixed features, one Linear layer) through Flower and
+    SecAgg+: the clients compute their features, the server its test set's."""
+    config = resolve_config(
+        {"scenario": "digits", "num-server-rounds": 2, "out-dir": str(tmp_path),
+         "model": "scatternet"}
+    )
+    summary = simulate(config, num_clients=3)
+
+    assert summary["rounds_completed"] == 2
+    assert summary["accuracy"] > 0.75, summary["accuracy"]
+    assert 0 < summary["epsilon_max"] <= config.target_epsilon
+    on_disk = json.loads((Path(summary["results_dir"]) / "summary.json").read_text())
+    assert on_disk["config"]["model"] == "scatternet"
+    assert on_disk["secure_aggregation"] is True

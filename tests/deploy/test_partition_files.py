@@ -48,6 +48,15 @@ def test_each_client_gets_its_simulated_records(folders: Path):
         assert deployed.client_id == f"client-{i}" and deployed.num_classes == 10
 
 
+def test_deployed_scatternet_clients_compute_their_simulated_features(folders: Path):
+    config = resolve_config({**CONFIG.to_flower(), "model": "scatternet"})
+    simulated = load_client_data(1, 3, config)
+    deployed = load_node_data({"data-path": str(folders / "client-1")}, config)
+    assert deployed.train_images.shape[1:] == (81, 8, 8)
+    assert torch.allclose(simulated.train_images, deployed.train_images)
+    assert torch.allclose(simulated.val_images, deployed.val_images)
+
+
 def test_manifest_describes_the_partition(folders: Path):
     manifest = json.loads((folders / "client-1" / "manifest.json").read_text())
     assert manifest["dataset"] == "digits" and manifest["partition-id"] == 1

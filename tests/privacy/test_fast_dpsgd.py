@@ -94,6 +94,27 @@ def test_clipped_gradient_matches_the_per_sample_reference(shape, classes, activ
     assert torch.allclose(losses, F.cross_entropy(model(x), y, reduction="none"))
 
 
+def test_scatternet_clipped_gradient_matches_the_per_sample_reference_and_opacus():
+    """The ScatterNet classifier: a parameter-free GroupNorm, then one Linear layer."""
+    torch.manual_seed(3)
+    model = build_model((81, 7, 7), 10, model="scatternet")
+    x, y = torch.rand(24, 81, 7, 7), torch.randint(0, 10, (24,))
+    per_sample = per_sample_gradients(model, x, y)
+    clip = float(norms_of(per_sample).median())
+    reference = reference_dp_gradient(per_sample, clip, 16)
+    ours, _ = engine(copy.deepcopy(model), 0.0, clip, 16 / 300, 16).noisy_gradients(x, y)
+    assert max(relative_errors(ours, reference)) < 1e-5
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=24)
+    _, private_model, private_optimizer, _ = make_private(
+        model, torch.optim.SGD(model.parameters(), lr=0.0), loader, noise_multiplier=0.0,
+        max_grad_norm=clip, accountant="rdp",
+    )
+    F.cross_entropy(private_model(x), y).backward()
+    private_optimizer.step()
+    opacus = [p.grad * 24 / 16 for p in model.parameters()]  # Opacus divides by its batch
+    assert max(relative_errors(ours, opacus)) < 1e-5
+
+
 @pytest.mark.parametrize("copies", [2, 5])
 @pytest.mark.parametrize(("shape", "classes"), SHAPES)
 def test_augmented_copies_are_averaged_then_clipped_once_per_record(shape, classes, copies):

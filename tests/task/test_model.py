@@ -8,7 +8,13 @@ from opacus import GradSampleModule
 from opacus.validators import ModuleValidator
 from torch import nn
 
-from task.model import LeNet, build_model
+from task.model import (
+    LeNet,
+    ScatterNetClassifier,
+    build_model,
+    model_input_shape,
+    model_inputs,
+)
 
 SEED_KEYS = [
     "conv1.weight",
@@ -110,3 +116,39 @@ def test_same_seed_same_initial_weights() -> None:
     b = build_model((1, 28, 28), 2)
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
+
+
+def test_scatternet_is_a_linear_classifier_on_normalised_features() -> None:
+    model = build_model((81, 7, 7), 10, model="scatternet")
+    assert isinstance(model, ScatterNetClassifier)
+    assert list(model.state_dict()) == ["classifier.weight", "classifier.bias"]
+    assert _num_params(model) == 81 * 7 * 7 * 10 + 10
+    assert model.norm.num_groups == 27 and not list(model.norm.parameters())
+    assert ModuleValidator.validate(model, strict=True) == []
+
+
+def test_scatternet_normalises_each_sample_on_its_own() -> None:
+    torch.manual_seed(0)
+    model = build_model((81, 7, 7), 10, model="scatternet")
+    x = torch.rand(6, 81, 7, 7)
+    together = model(x)
+    assert torch.allclose(together[2], model(x[2:3])[0], atol=1e-6)
+    # GroupNorm takes out each group's scale: a sample scaled by 3 keeps its logits.
+    assert torch.allclose(model(3 * x[:1]), together[:1], atol=1e-4)
+
+
+def test_model_inputs_are_the_images_or_their_scattering_features() -> None:
+    images = torch.rand(3, 1, 28, 28)
+    assert model_inputs(images, "lenet") is images
+    assert model_inputs(images, "scatternet").shape == (3, 81, 7, 7)
+    assert model_input_shape((1, 28, 28), "scatternet") == (81, 7, 7)
+    assert model_input_shape((3, 32, 32), "lenet") == (3, 32, 32)
+
+
+def test_unknown_model_or_unfit_shape_names_the_problem() -> None:
+    with pytest.raises(ValueError, match="model must be one of 'lenet', 'scatternet', got 'vgg'"):
+        build_model((1, 28, 28), 10, model="vgg")
+    with pytest.raises(ValueError, match=r"input shape \(1, 8, 8\) is too small for LeNet"):
+        model_input_shape((1, 8, 8), "lenet")
+    with pytest.raises(ValueError, match="too small for the scattering transform"):
+        model_input_shape((1, 3, 3), "scatternet")
