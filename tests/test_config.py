@@ -17,8 +17,9 @@ def test_defaults_take_the_scenario_preset():
     assert config.batch_size == SCENARIOS["hospitals"].preset["batch_size"]
 
 
-def test_banks_take_the_scatternet_unless_the_lenet_is_asked_for():
+def test_banks_and_cifar10_take_the_scatternet_unless_the_lenet_is_asked_for():
     assert resolve_config({"scenario": "banks"}).model == "scatternet"
+    assert resolve_config({"scenario": "cifar10"}).model == "scatternet"
     assert resolve_config({"scenario": "banks", "model": ""}).model == "scatternet"
     lenet = resolve_config({"scenario": "banks", "model": "lenet"})
     assert (lenet.model, lenet.activation) == ("lenet", "tanh")
