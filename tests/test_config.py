@@ -94,3 +94,7 @@ def test_small_budgets_take_their_own_preset_unless_set_explicitly():
     assert resolve_config({**hospitals, "target-epsilon": 1.0,
                            "num-server-rounds": 15}).num_server_rounds == 15
     assert resolve_config({**hospitals, "dp": False}).num_server_rounds == 20
+    small = resolve_config({**hospitals, "target-epsilon": 1.0})
+    assert (small.server_optimizer, small.learning_rate, small.server_learning_rate) == (
+        "fedavgm", 0.3, 0.5)
+    assert resolve_config(hospitals).server_optimizer == "fedavg"
