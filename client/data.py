@@ -143,7 +143,9 @@ def load_node_data(node_config: Mapping[str, Any], config: RunConfig) -> ClientD
 
 
 @lru_cache(maxsize=16)
-def _computed_node_data(node_items: tuple[tuple[str, Any], ...], config: RunConfig) -> ClientData:
+def _computed_node_data(
+    node_items: tuple[tuple[str, Any], ...], config: RunConfig
+) -> ClientData:
     return _load_node_data(dict(node_items), config)
 
 

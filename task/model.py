@@ -162,7 +162,9 @@ def _check_model_name(model: str) -> None:
         raise ValueError(f"model must be one of {', '.join(map(repr, MODELS))}, got {model!r}")
 
 
-def model_input_shape(image_shape: tuple[int, int, int], model: str = "lenet") -> tuple[int, int, int]:
+def model_input_shape(
+    image_shape: tuple[int, int, int], model: str = "lenet"
+) -> tuple[int, int, int]:
     """The shape of one input of ``model`` for images of ``image_shape``; ValueError
     when the model cannot take such images."""
     _check_model_name(model)
