@@ -41,8 +41,8 @@ from torch import nn
 from task.config import MODELS
 from task.features import scattering_features, scattering_shape
 
-__all__ = ["ACTIVATIONS", "MODELS", "LeNet", "ScatterNetClassifier", "build_model",
-           "model_input_shape", "model_inputs"]
+__all__ = ["ACTIVATIONS", "LeNet", "ScatterNetClassifier", "build_model", "model_input_shape",
+           "model_inputs"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
 _CHANNELS_PER_NORM_GROUP = 3
