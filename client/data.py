@@ -6,7 +6,8 @@ Partitions are index arrays into one in-memory copy of the dataset per process, 
 virtual clients never copy the data.
 
 A client holds what its model takes (``task.model.model_inputs``): the images, or for the
-``scatternet`` model their scattering features, computed once per process and client.
+``scatternet`` model their scattering features, computed once per process and client (and
+once per simulation: ``task.feature_cache`` shares them between the client actors).
 
 Deployed, a SuperNode's node config names a folder holding only that client's partition
 (``--node-config "data-path='/data' client-id='hospital-3'"``, written by ``fedshield

@@ -27,6 +27,8 @@ from typing import TypeVar
 
 import ray
 
+from task.feature_cache import share_between_processes
+
 T = TypeVar("T")
 
 
@@ -57,6 +59,7 @@ def start_ray(cpus: int, quiet: bool = True) -> None:
     if ray.is_initialized():
         return
     export_python_path()
+    share_between_processes()  # the actors compute each client's features once between them
     # Ray's notice that it will stop hiding GPUs from zero-GPU actors: there are none here.
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     ray.init(**ray_init_args(cpus), log_to_driver=not quiet, logging_level="ERROR" if quiet else "INFO")

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from task.config import MODELS
+from task.feature_cache import shared_inputs
 from task.features import scattering_features, scattering_shape
 
 __all__ = ["ACTIVATIONS", "LeNet", "ScatterNetClassifier", "build_model", "model_input_shape",
@@ -179,7 +180,9 @@ def model_inputs(images: torch.Tensor, model: str = "lenet") -> torch.Tensor:
     """What ``model`` takes for ``images`` (N, C, H, W): the images themselves for
     ``lenet``, their scattering features for ``scatternet``."""
     _check_model_name(model)
-    return scattering_features(images) if model == "scatternet" else images
+    if model == "scatternet":
+        return shared_inputs(images, model, scattering_features)
+    return images
 
 
 def build_model(

@@ -4,12 +4,18 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from opacus.accountants import create_accountant
 
 from privacy.accounting import accountant_epsilon
 from simulations.run import simulate
 from task.config import resolve_config
+from task.datasets import load_dataset
+from task.feature_cache import shared_inputs
+from task.features import scattering_features
+from task.partition import partition_indices, split_train_val
 
 pytestmark = pytest.mark.slow
 
@@ -66,3 +72,17 @@ def test_scatternet_variant_learns_under_secure_aggregation(tmp_path: Path):
     on_disk = json.loads((Path(summary["results_dir"]) / "summary.json").read_text())
     assert on_disk["config"]["model"] == "scatternet"
     assert on_disk["secure_aggregation"] is True
+
+    def refuse(images: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("these features should have been in the shared folder")
+
+    # Each client's features were written by the actor (a Ray worker process) that first
+    # computed them, for the other actor to read.
+    train = load_dataset("digits", None, config.seed).train
+    partitions = partition_indices(train.labels.numpy(), 3, scheme=config.partitioning,
+                                   alpha=config.dirichlet_alpha, seed=config.seed)
+    for partition_id, indices in enumerate(partitions):
+        train_idx, _ = split_train_val(indices, config.val_fraction, config.seed + partition_id)
+        images = train.images[torch.from_numpy(np.asarray(train_idx, dtype=np.int64))]
+        assert torch.equal(shared_inputs(images, "scatternet", refuse),
+                           scattering_features(images))

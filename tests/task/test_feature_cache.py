@@ -1,0 +1,102 @@
+"""Scattering features shared between the processes of a simulation through files."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from task.datasets import load_dataset
+from task.feature_cache import FEATURE_CACHE_ENV, share_between_processes, shared_inputs
+from task.features import scattering_features
+from task.model import model_inputs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def digits() -> torch.Tensor:
+    return load_dataset("digits", None, 0).train.images[:12]
+
+
+class CountingTransform:
+    """The real scattering transform, counting how often it runs."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return scattering_features(images)
+
+
+def test_without_a_folder_every_call_computes_and_nothing_is_written(digits, monkeypatch, tmp_path):
+    monkeypatch.delenv(FEATURE_CACHE_ENV, raising=False)
+    transform = CountingTransform()
+    first = shared_inputs(digits, "scatternet", transform)
+    second = shared_inputs(digits, "scatternet", transform)
+    assert transform.calls == 2 and torch.equal(first, second)
+
+
+def test_features_are_computed_once_and_read_back_equal(digits, monkeypatch, tmp_path):
+    monkeypatch.setenv(FEATURE_CACHE_ENV, str(tmp_path))
+    transform = CountingTransform()
+    computed = shared_inputs(digits, "scatternet", transform)
+    read = shared_inputs(digits.clone(), "scatternet", transform)
+    assert transform.calls == 1
+    assert torch.equal(computed, read) and torch.equal(read, scattering_features(digits))
+    assert [p.suffix for p in tmp_path.iterdir()] == [".npy"]  # no staging file left
+
+
+def test_other_images_or_another_model_name_get_their_own_file(digits, monkeypatch, tmp_path):
+    monkeypatch.setenv(FEATURE_CACHE_ENV, str(tmp_path))
+    transform = CountingTransform()
+    shared_inputs(digits[:6], "scatternet", transform)
+    changed = digits[:6].clone()
+    changed[0, 0, 0, 0] += 1e-3  # one pixel
+    shared_inputs(changed, "scatternet", transform)
+    shared_inputs(digits[:6], "another-model", transform)
+    assert transform.calls == 3 and len(list(tmp_path.iterdir())) == 3
+
+
+def test_an_unreadable_file_is_computed_again_and_replaced(digits, monkeypatch, tmp_path):
+    monkeypatch.setenv(FEATURE_CACHE_ENV, str(tmp_path))
+    transform = CountingTransform()
+    expected = shared_inputs(digits, "scatternet", transform)
+    (stored,) = tmp_path.iterdir()
+    stored.write_bytes(b"not a numpy file")
+    assert torch.equal(shared_inputs(digits, "scatternet", transform), expected)
+    assert transform.calls == 2
+    assert torch.equal(shared_inputs(digits, "scatternet", transform), expected)
+    assert transform.calls == 2
+
+
+def test_another_process_reads_what_this_one_computed(digits, monkeypatch, tmp_path):
+    monkeypatch.setenv(FEATURE_CACHE_ENV, str(tmp_path))
+    expected = model_inputs(digits, "scatternet")
+    torch.save(digits, tmp_path / "images.pt")
+    script = (
+        "import sys, torch\n"
+        "from task.feature_cache import shared_inputs\n"
+        "def refuse(images):\n"
+        "    raise SystemExit('computed instead of reading the shared file')\n"
+        f"images = torch.load({str(tmp_path / 'images.pt')!r})\n"
+        "features = shared_inputs(images, 'scatternet', refuse)\n"
+        f"torch.save(features.clone(), {str(tmp_path / 'read.pt')!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True,
+                   env={**os.environ, FEATURE_CACHE_ENV: str(tmp_path)})
+    assert torch.equal(torch.load(tmp_path / "read.pt"), expected)
+
+
+def test_the_simulation_folder_is_private_and_kept_once_named(monkeypatch):
+    monkeypatch.setenv(FEATURE_CACHE_ENV, "")  # restored after the test
+    folder = share_between_processes()
+    assert os.environ[FEATURE_CACHE_ENV] == str(folder) and folder.is_dir()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert share_between_processes() == folder
