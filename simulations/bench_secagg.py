@@ -2,6 +2,8 @@
 
     python -m simulations.bench_secagg                      # 10, 50 and 100 clients
     python -m simulations.bench_secagg --clients 10 --rounds 2
+    python -m simulations.bench_secagg --clients 100 --set partitioning=sampled \
+        --set records-per-client=600                        # more work per client
 
 For each cohort size it runs the digits scenario (DP-SGD on, every client every round)
 twice in one invocation -- plain aggregation, then SecAgg+ -- and reports the steady-state
@@ -31,6 +33,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from rich.console import Console
 
+from fedshield.cli import parse_overrides
 from privacy.secagg import run_secagg_round
 from server.federation import initial_weights
 from server.results import RoundRecord
@@ -128,26 +131,36 @@ def cohort_rows(results: list[CohortResult]) -> list[list[str]]:
             for r in results]
 
 
-def bench_cohorts(clients: list[int], rounds: int, out_dir: str, console: Console) -> dict:
-    """Every cohort size, plain then secure; prints the table, returns the JSON section."""
-    base = {"scenario": "digits", "num-server-rounds": rounds, "out-dir": out_dir}
+def bench_cohorts(clients: list[int], rounds: int, out_dir: str, console: Console,
+                  overrides: dict | None = None) -> dict:
+    """Every cohort size, plain then secure; prints the table, returns the JSON section.
+    ``overrides`` are run-config items on top of the digits scenario with DP-SGD on."""
+    overrides = dict(overrides or {})
+    base = {"scenario": "digits", **overrides, "num-server-rounds": rounds, "out-dir": out_dir}
     results = []
     for size in clients:
         console.print(f"[bold]secagg[/]: {size} clients, plain then secure aggregation")
         results.append(bench_cohort(base, size))
-    print_table(console, f"secure aggregation overhead, digits, DP-SGD on ({os.cpu_count()} cores)",
-                COHORT_COLUMNS, cohort_rows(results))
-    return {"scenario": "digits", "dp": True, "results": [asdict(r) for r in results]}
+    workload = ", ".join(f"{k}={v}" for k, v in {"scenario": base["scenario"], **overrides}.items())
+    print_table(console, f"secure aggregation overhead, {workload}, DP-SGD on "
+                f"({os.cpu_count()} cores)", COHORT_COLUMNS, cohort_rows(results))
+    return {"scenario": base["scenario"], "overrides": overrides, "dp": True,
+            "results": [asdict(r) for r in results]}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 50, 100])
     parser.add_argument("--rounds", type=int, default=3, help="rounds per run (>= 2)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a run-config item for both runs, e.g. --set local-epochs=2")
     parser.add_argument("--json", default="benchmarks/secagg.json", help="output file")
+    parser.add_argument("--out", default="runs/bench-secagg", help="folder for the runs")
     args = parser.parse_args(argv)
     console = Console()
-    out = write_json(args.json, bench_cohorts(args.clients, args.rounds, "runs/bench-secagg", console))
+    section = bench_cohorts(args.clients, args.rounds, args.out, console,
+                            parse_overrides(args.sets))
+    out = write_json(args.json, section)
     console.print(f"wrote {out}")
 
 

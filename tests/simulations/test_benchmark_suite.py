@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from simulations import benchmark
+from simulations import bench_secagg, benchmark
 
 
 @pytest.mark.slow
@@ -29,3 +29,21 @@ def test_suite_writes_each_section_with_machine_and_ratios(tmp_path, monkeypatch
     assert all(r["clients_per_round"] == 3 and r["rounds"] == 2 for r in scale)
     assert scale[0]["round_vs_smallest_population"] == 1.0
     assert all(r["peak_rss_mb"] > 0 and r["steady_round_seconds"] > 0 for r in scale)
+
+
+@pytest.mark.slow
+def test_secure_aggregation_benchmark_runs_both_sides_on_the_chosen_workload(tmp_path):
+    out = tmp_path / "secagg.json"
+    bench_secagg.main(["--clients", "3", "--rounds", "2", "--set", "partitioning=sampled",
+                       "--set", "records-per-client=40", "--json", str(out),
+                       "--out", str(tmp_path / "runs")])
+    section = json.loads(out.read_text())
+    assert section["machine"]["cores"] >= 1
+    assert section["overrides"] == {"partitioning": "sampled", "records-per-client": 40}
+    (result,) = section["results"]
+    assert result["clients"] == 3 and result["rounds"] == 2
+    assert result["plain_round_seconds"] > 0 and result["secure_round_seconds"] > 0
+    assert result["overhead"] == pytest.approx(
+        result["secure_round_seconds"] / result["plain_round_seconds"] - 1)
+    assert 0 < result["secure_stage_seconds"] < result["secure_round_seconds"]
+    assert result["protocol_seconds"] > 0 and result["vector_length"] > 0
