@@ -93,14 +93,34 @@ ledger_entries = Table(
 _APPEND_ONLY_TABLES = ("ledger_meta", "client_keys", "ledger_entries")
 
 
+def _trigger_names() -> list[str]:
+    return [f"{table}_no_{action}" for table in _APPEND_ONLY_TABLES for action in ("update", "delete")]
+
+
+def schema_complete(conn: Connection) -> bool:
+    """Whether every table (and, on SQLite, every append-only trigger) exists: a few
+    catalogue reads, far cheaper than :func:`create_schema`'s checks and DDL."""
+    if not all(conn.dialect.has_table(conn, name) for name in metadata.tables):
+        return False
+    if conn.dialect.name != "sqlite":
+        return True
+    names = _trigger_names()
+    placeholders = ", ".join("?" for _ in names)
+    found = conn.exec_driver_sql(
+        f"SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN ({placeholders})",
+        tuple(names),
+    ).scalar_one()
+    return found == len(names)
+
+
 def create_schema(conn: Connection) -> None:
     """Create missing tables (and, on SQLite, the append-only triggers) inside ``conn``'s transaction."""
     metadata.create_all(conn, checkfirst=True)
     if conn.dialect.name == "sqlite":
         for table in _APPEND_ONLY_TABLES:
-            for action in ("UPDATE", "DELETE"):
+            for action in ("update", "delete"):
                 conn.exec_driver_sql(
-                    f"CREATE TRIGGER IF NOT EXISTS {table}_no_{action.lower()} "
-                    f"BEFORE {action} ON {table} "
+                    f"CREATE TRIGGER IF NOT EXISTS {table}_no_{action} "
+                    f"BEFORE {action.upper()} ON {table} "
                     f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
                 )

@@ -35,7 +35,8 @@ from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from .errors import LedgerError
 from .hashing import compute_entry_hash, signing_message
 from .models import CHARGE_FIELDS, GENESIS_HASH, LedgerEntry, LedgerHead, PrivacyCharge, utc_now_iso
-from .schema import SCHEMA_VERSION, client_keys, create_schema, ledger_entries, ledger_meta
+from .schema import (SCHEMA_VERSION, client_keys, create_schema, ledger_entries, ledger_meta,
+                     schema_complete)
 from .signing import Signer, load_public_key, public_key_id, raw_public_key, verify_signature
 from .verify import BadEntry, VerificationReport, verify_entries
 
@@ -158,7 +159,10 @@ class PrivacyLedger:
     def _initialise(self, create: bool) -> str:
         with (self._read() if self._read_only else self._write()) as conn:
             if create:
-                create_schema(conn)
+                # create_all's checks and DDL compilation cost about as much as the
+                # round's charge itself, so only when something is missing.
+                if not schema_complete(conn):
+                    create_schema(conn)
             elif not self._engine.dialect.has_table(conn, ledger_meta.name):
                 raise LedgerError("the database holds no privacy ledger")
             rows = conn.execute(select(ledger_meta.c.key, ledger_meta.c.value))

@@ -244,6 +244,19 @@ def test_no_update_or_delete_api_and_triggers_guard_the_file(populated) -> None:
     assert ledger.verify().ok
 
 
+def test_opening_for_writing_restores_dropped_guard_triggers(populated) -> None:
+    ledger, path, _ = populated
+    ledger.close()
+    _tamper(path)  # drops the triggers only
+    PrivacyLedger(path).close()
+    con = sqlite3.connect(path)
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            con.execute("DELETE FROM ledger_entries WHERE seq = 1")
+    finally:
+        con.close()
+
+
 def test_query_helpers(tmp_path: Path) -> None:
     a, b = ClientSigner.generate(), ClientSigner.generate()
     with PrivacyLedger(tmp_path / "l.sqlite") as ledger:
