@@ -88,12 +88,12 @@ class CoordinatorLedger:
         strangers = {e.charge.client_id for e in entries} - {client_id}
         if strangers:
             raise LedgerError(f"it holds entries of other clients: {sorted(strangers)}")
-        merged.enroll(client_id, public_key)
+        if self.key_ids.get(client_id) != public_key_id(public_key):
+            merged.enroll(client_id, public_key)  # a no-op write transaction once enrolled
         merged.import_entries(entries)
         head_seq, head_hash = int(fields["head-seq"]), str(fields["head-hash"])
         if head_seq:
-            held = {(e.ledger_id, e.seq): e.entry_hash for e in merged.entries(client_id=client_id)}
-            if held.get((str(fields["ledger-id"]), head_seq)) != head_hash:
+            if merged.entry_hash(str(fields["ledger-id"]), head_seq, client_id) != head_hash:
                 raise LedgerError(f"its reported head (entry {head_seq}) is not among its entries")
         self.key_ids[client_id] = public_key_id(public_key)
         self.heads[client_id] = {"ledger_id": str(fields["ledger-id"]), "seq": head_seq,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -261,8 +261,12 @@ class PrivacyLedger:
             return self._registry_raw(conn)
 
     @staticmethod
-    def _registry_raw(conn: Connection) -> dict[str, bytes]:
-        rows = conn.execute(select(client_keys.c.client_id, client_keys.c.public_key, client_keys.c.key_id))
+    def _registry_raw(conn: Connection, clients: Collection[str] | None = None) -> dict[str, bytes]:
+        """The registry, or the part of it for ``clients``."""
+        query = select(client_keys.c.client_id, client_keys.c.public_key, client_keys.c.key_id)
+        if clients is not None:
+            query = query.where(client_keys.c.client_id.in_(sorted(clients)))
+        rows = conn.execute(query)
         registry = {}
         for client_id, raw, key_id in rows:
             raw = bytes(raw)
@@ -394,7 +398,11 @@ class PrivacyLedger:
                 new.append(entry)
             if not new:
                 return 0
-            keys = {client: load_public_key(raw) for client, raw in self._registry_raw(conn).items()}
+            # Only the signers at hand: the whole registry would make a round's merge
+            # quadratic in the clients (every import loading every enrolled key).
+            signers = {entry.charge.client_id for entry in existing + new}
+            keys = {client: load_public_key(raw)
+                    for client, raw in self._registry_raw(conn, signers).items()}
             report = verify_entries(existing + new, keys)
             if not report.ok:
                 raise LedgerError(f"refusing to import: the result would not verify ({report.first_bad})")
@@ -421,6 +429,15 @@ class PrivacyLedger:
             query = query.where(ledger_entries.c.client_id == client_id)
         with self._read() as conn:
             return [_row_to_entry(row) for row in conn.execute(query)]
+
+    def entry_hash(self, ledger_id: str, seq: int, client_id: str) -> str | None:
+        """The hash of ``client_id``'s entry ``seq`` of ledger ``ledger_id``, if held here."""
+        c = ledger_entries.c
+        query = select(c.entry_hash).where(
+            c.ledger_id == ledger_id, c.seq == seq, c.client_id == client_id
+        )
+        with self._read() as conn:
+            return conn.execute(query).scalar_one_or_none()
 
     def clients(self) -> list[str]:
         """Enrolled client ids, sorted (a client with no charge has spent epsilon 0)."""

@@ -70,3 +70,17 @@ def test_an_unreadable_merged_ledger_is_a_recorded_problem_not_a_crash(tmp_path)
     coordinator.receive([report(ledger)], 1)
     assert len(coordinator.problems) == 1
     assert "client-0" in coordinator.problems[0] and "not merged" in coordinator.problems[0]
+
+
+def test_a_client_returning_with_another_key_is_refused(tmp_path: Path):
+    coordinator = CoordinatorLedger(tmp_path)
+    original = client_ledger(tmp_path, "client-0")
+    original.charge(trained_outcome(0.5), 1)
+    coordinator.receive([report(original)], 1)
+    impostor = client_ledger(tmp_path / "elsewhere", "client-0")  # same name, new key
+    impostor.charge(trained_outcome(0.5), 2)
+    coordinator.receive([report(impostor)], 2)
+    (problem,) = coordinator.describe()["problems"]
+    assert problem.startswith("round 2: ledger of client-0 not merged")
+    assert "re-enrolling a different key is not allowed" in problem
+    assert coordinator.heads["client-0"]["seq"] == 1
