@@ -91,10 +91,9 @@ ledger_entries = Table(
 )
 
 _APPEND_ONLY_TABLES = ("ledger_meta", "client_keys", "ledger_entries")
-
-
-def _trigger_names() -> list[str]:
-    return [f"{table}_no_{action}" for table in _APPEND_ONLY_TABLES for action in ("update", "delete")]
+# The SQLite triggers that refuse UPDATE and DELETE: (name, statement, table).
+_GUARDS = [(f"{table}_no_{action}", action.upper(), table)
+           for table in _APPEND_ONLY_TABLES for action in ("update", "delete")]
 
 
 def schema_complete(conn: Connection) -> bool:
@@ -104,7 +103,7 @@ def schema_complete(conn: Connection) -> bool:
         return False
     if conn.dialect.name != "sqlite":
         return True
-    names = _trigger_names()
+    names = [name for name, _, _ in _GUARDS]
     placeholders = ", ".join("?" for _ in names)
     found = conn.exec_driver_sql(
         f"SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN ({placeholders})",
@@ -117,10 +116,8 @@ def create_schema(conn: Connection) -> None:
     """Create missing tables (and, on SQLite, the append-only triggers) inside ``conn``'s transaction."""
     metadata.create_all(conn, checkfirst=True)
     if conn.dialect.name == "sqlite":
-        for table in _APPEND_ONLY_TABLES:
-            for action in ("update", "delete"):
-                conn.exec_driver_sql(
-                    f"CREATE TRIGGER IF NOT EXISTS {table}_no_{action} "
-                    f"BEFORE {action.upper()} ON {table} "
-                    f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
-                )
+        for name, statement, table in _GUARDS:
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER IF NOT EXISTS {name} BEFORE {statement} ON {table} "
+                f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+            )
