@@ -88,14 +88,15 @@ class CoordinatorLedger:
         strangers = {e.charge.client_id for e in entries} - {client_id}
         if strangers:
             raise LedgerError(f"it holds entries of other clients: {sorted(strangers)}")
-        if self.key_ids.get(client_id) != public_key_id(public_key):
+        key_id = public_key_id(public_key)
+        if self.key_ids.get(client_id) != key_id:
             merged.enroll(client_id, public_key)  # a no-op write transaction once enrolled
         merged.import_entries(entries)
         head_seq, head_hash = int(fields["head-seq"]), str(fields["head-hash"])
         if head_seq:
             if merged.entry_hash(str(fields["ledger-id"]), head_seq, client_id) != head_hash:
                 raise LedgerError(f"its reported head (entry {head_seq}) is not among its entries")
-        self.key_ids[client_id] = public_key_id(public_key)
+        self.key_ids[client_id] = key_id
         self.heads[client_id] = {"ledger_id": str(fields["ledger-id"]), "seq": head_seq,
                                  "entry_hash": head_hash}
 
