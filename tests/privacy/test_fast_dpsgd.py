@@ -283,8 +283,11 @@ def test_history_is_identical_to_the_opacus_engine():
 def test_short_training_run_learns_separable_data(sigma, copies):
     images, labels = synthetic(400, 8)
     model = build_model((1, 28, 28), 2)
+    # The noise comes from the OS, so the outcome is random: at learning rate 0.5 about one
+    # run in twenty ended below 90% (the last noisy steps overshoot); at 0.2, 80 of 80
+    # runs reached 100%.
     training = LocalTrainingPlan(**{**plan("fast", epochs=3, sigma=sigma).__dict__,
-                                    "augmentations": copies})
+                                    "augmentations": copies, "learning_rate": 0.2})
     result = train_locally(model, images, labels, training, [], seed=0)
     # the accountant sees one step per Poisson batch whatever the number of copies
     assert sum(h.steps for h in result.history) == (training.steps(400) if sigma else 0)
