@@ -1,21 +1,20 @@
 """A real Flower simulation (Ray backend) end to end."""
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from opacus.accountants import create_accountant
 
+from client.data import load_client_data
 from privacy.accounting import accountant_epsilon
 from simulations.run import simulate
 from task.config import resolve_config
-from task.datasets import load_dataset
 from task.feature_cache import shared_inputs
 from task.features import scattering_features
-from task.partition import partition_indices, split_train_val
 
 pytestmark = pytest.mark.slow
 
@@ -78,11 +77,8 @@ def test_scatternet_variant_learns_under_secure_aggregation(tmp_path: Path):
 
     # Each client's features were written by the actor (a Ray worker process) that first
     # computed them, for the other actor to read.
-    train = load_dataset("digits", None, config.seed).train
-    partitions = partition_indices(train.labels.numpy(), 3, scheme=config.partitioning,
-                                   alpha=config.dirichlet_alpha, seed=config.seed)
-    for partition_id, indices in enumerate(partitions):
-        train_idx, _ = split_train_val(indices, config.val_fraction, config.seed + partition_id)
-        images = train.images[torch.from_numpy(np.asarray(train_idx, dtype=np.int64))]
+    pixels = dataclasses.replace(config, model="lenet")  # the same records, as images
+    for partition_id in range(3):
+        images = load_client_data(partition_id, 3, pixels).train_images
         assert torch.equal(shared_inputs(images, "scatternet", refuse),
                            scattering_features(images))

@@ -35,12 +35,19 @@ class CountingTransform:
         return scattering_features(images)
 
 
-def test_without_a_folder_every_call_computes_and_nothing_is_written(digits, monkeypatch, tmp_path):
-    monkeypatch.delenv(FEATURE_CACHE_ENV, raising=False)
+@pytest.mark.parametrize("named", [False, True])
+def test_without_a_folder_every_call_computes_and_nothing_is_written(
+    digits, monkeypatch, tmp_path, named
+):
+    if named:  # a folder that does not exist (any more) is not created
+        monkeypatch.setenv(FEATURE_CACHE_ENV, str(tmp_path / "gone"))
+    else:
+        monkeypatch.delenv(FEATURE_CACHE_ENV, raising=False)
     transform = CountingTransform()
     first = shared_inputs(digits, "scatternet", transform)
     second = shared_inputs(digits, "scatternet", transform)
     assert transform.calls == 2 and torch.equal(first, second)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_features_are_computed_once_and_read_back_equal(digits, monkeypatch, tmp_path):
