@@ -51,6 +51,35 @@ def test_calibrated_noise_meets_the_target(accountant):
     assert compute_epsilon([DPStep(sigma * 0.95, 0.05, 400)], 1e-5, accountant) > 3.0
 
 
+@pytest.mark.parametrize(("target", "sample_rate", "steps"), [(8.0, 1 / 19, 304), (10.0, 0.02, 20)])
+def test_calibration_below_sigma_one_never_evaluates_far_past_the_target(
+    monkeypatch, target, sample_rate, steps
+):
+    # PRV's cost grows with the epsilon it evaluates: bracketing from sigma = 1 down by a
+    # fixed factor of 4 evaluated epsilon 203 on the way to 8 (3 of 4 seconds).
+    import privacy.accounting as accounting
+
+    evaluated: list[float] = []
+    new_accountant = accounting.new_accountant
+
+    def counting(name):
+        accountant = new_accountant(name)
+        get_epsilon = accountant.get_epsilon
+
+        def recorded(*args, **kwargs):
+            evaluated.append(float(get_epsilon(*args, **kwargs)))
+            return evaluated[-1]
+
+        accountant.get_epsilon = recorded
+        return accountant
+
+    monkeypatch.setattr(accounting, "new_accountant", counting)
+    sigma = calibrate_noise(target, 1e-5, sample_rate, steps, "prv")
+    assert sigma < 1.0
+    assert target - 0.01 <= compute_epsilon([DPStep(sigma, sample_rate, steps)], 1e-5, "prv") <= target
+    assert max(evaluated) < 2 * target
+
+
 def test_no_steps_no_epsilon():
     assert compute_epsilon([], 1e-5, "prv") == 0.0
 
