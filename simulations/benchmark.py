@@ -17,6 +17,9 @@ Each section runs its configurations side by side and reports ratios as well as 
     parallel client actors), client-rounds per second, peak RSS of the process tree,
     accuracy and epsilon. The digits split gives each of 10 clients 144 records; one row
     gives each 600 (partitioning ``sampled``), as many as MNIST split among 100 clients.
+    A second table splits each run's first round into phases read from Ray's timeline
+    (:mod:`simulations.startup`): Ray's start, the actors' processes, their imports, their
+    first reply.
 ``secagg``
     round time with and without secure aggregation at 10, 50 and 100 clients, same data
     and clients (:mod:`simulations.bench_secagg`), then again at 100 clients with
@@ -46,6 +49,7 @@ from rich.console import Console
 from server.results import RoundRecord
 from simulations.bench_report import print_table, write_json
 from simulations.memory import PeakRSS
+from simulations.startup import STARTUP_COLUMNS, StartupPhases, startup_phases, startup_row
 from task.config import resolve_config
 
 SECTIONS = ("dpsgd", "rounds", "secagg", "scale")
@@ -73,20 +77,27 @@ class RunMeasurement:
     peak_rss_mb: float
     accuracy: float
     epsilon_max: float
+    startup: StartupPhases
 
 
 def measure_run(name: str, overrides: dict, clients: int, parallelism: int) -> RunMeasurement:
     """Run one simulation (Ray started inside, as ``simulate`` does) and measure it."""
+    import ray
+
     from simulations.run import simulate
 
     config = resolve_config({"out-dir": OUT_DIR, **overrides})
     records: list[RoundRecord] = []
     ended: list[float] = []
+    timeline: list[dict] = []
 
     def on_round(record: RoundRecord) -> None:
         ended.append(time.perf_counter())
         records.append(record)
+        if len(records) == 1:  # while Ray runs: it stops with the simulation
+            timeline.extend(ray.timeline())
 
+    started_at = time.time()
     started = time.perf_counter()
     with PeakRSS() as memory:
         summary = simulate(config, clients, on_round=on_round)
@@ -115,6 +126,7 @@ def measure_run(name: str, overrides: dict, clients: int, parallelism: int) -> R
         peak_rss_mb=memory.peak / 2**20,
         accuracy=summary["accuracy"],
         epsilon_max=summary["epsilon_max"],
+        startup=startup_phases(timeline, started_at),
     )
 
 
@@ -124,6 +136,12 @@ def _run_rows(runs: list[RunMeasurement]) -> list[list[str]]:
              f"{r.local_training_seconds:.2f}", f"{r.round_to_training:.2f}x",
              f"{r.client_rounds_per_second:.2f}", f"{r.peak_rss_mb:,.0f}",
              f"{r.accuracy:.3f}", f"{r.epsilon_max:.3f}" if r.dp else "-"] for r in runs]
+
+
+def _startup_rows(runs: list[RunMeasurement]) -> list[list[str]]:
+    # The first round ended one steady round after the time to the first round.
+    return [[r.name, *startup_row(r.startup, r.time_to_first_round + r.steady_round_seconds,
+                                  r.steady_round_seconds)] for r in runs]
 
 
 RUN_COLUMNS = ("run", "clients", "per round", "rounds", "to 1st round s", "round s",
@@ -148,6 +166,8 @@ def section_rounds(args: argparse.Namespace, console: Console, parallelism: int)
         console.print(f"[bold]rounds[/]: {name} ({clients} clients)")
         runs.append(measure_run(name, overrides, clients, parallelism))
     print_table(console, f"federated rounds ({parallelism} cores)", RUN_COLUMNS, _run_rows(runs))
+    print_table(console, "where the first round goes: seconds from the start of the run",
+                STARTUP_COLUMNS, _startup_rows(runs))
     return {"results": [asdict(r) for r in runs]}
 
 

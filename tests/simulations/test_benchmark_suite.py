@@ -29,6 +29,12 @@ def test_suite_writes_each_section_with_machine_and_ratios(tmp_path, monkeypatch
     assert all(r["clients_per_round"] == 3 and r["rounds"] == 2 for r in scale)
     assert scale[0]["round_vs_smallest_population"] == 1.0
     assert all(r["peak_rss_mb"] > 0 and r["steady_round_seconds"] > 0 for r in scale)
+    for run in scale:  # where the first round went, from Ray's timeline, in order
+        startup = run["startup"]
+        first_round_ended = run["time_to_first_round"] + run["steady_round_seconds"]
+        assert startup["actors"] >= 1
+        assert 0 < startup["actors_requested"] < startup["actors_ready"] < startup["app_loaded"]
+        assert startup["app_loaded"] < startup["first_replies"] <= first_round_ended + 0.05
 
 
 @pytest.mark.slow
