@@ -38,7 +38,7 @@ from .models import CHARGE_FIELDS, GENESIS_HASH, LedgerEntry, LedgerHead, Privac
 from .schema import (SCHEMA_VERSION, client_keys, create_schema, ledger_entries, ledger_meta,
                      schema_complete)
 from .signing import Signer, load_public_key, public_key_id, raw_public_key, verify_signature
-from .verify import BadEntry, VerificationReport, verify_entries
+from .verify import BadEntry, ChainState, VerificationReport, verify_entries
 
 _WRITE = "fedshield_ledger_write"
 _BUSY_TIMEOUT_S = 30.0
@@ -367,23 +367,28 @@ class PrivacyLedger:
         Their signers must already be enrolled here. Entries already present (same
         ledger id and seq, same hash) are skipped; a different entry at the same place
         is a conflict (``LedgerError``). The new entries must continue their chains
-        without gaps; every chain they touch (all stored entries of the ledgers they were
-        first appended to, plus the new ones) is verified before anything is written, and
-        nothing is written if it does not verify. Chains the import does not touch are
-        not re-read, so merging a round's entries costs the length of the importing
-        clients' chains, not of the whole ledger (:meth:`verify` checks everything).
+        without gaps: each is verified (hash, links, signature) as a continuation of the
+        chains stored here, from their stored heads, before anything is written, and
+        nothing is written if one does not verify. Stored entries were verified when they
+        were written and are not verified again, so a round's merge costs the entries it
+        adds, not the length of the clients' chains (:meth:`verify` checks everything).
         Returns the number imported.
         """
         incoming = list(entries)
         origins = sorted({entry.ledger_id for entry in incoming})
         with self._write() as conn:
+            columns = ledger_entries.c
             rows = conn.execute(
-                select(ledger_entries)
-                .where(ledger_entries.c.ledger_id.in_(origins))
-                .order_by(ledger_entries.c.position)
+                select(columns.ledger_id, columns.seq, columns.client_id, columns.client_seq,
+                       columns.entry_hash)
+                .where(columns.ledger_id.in_(origins))
+                .order_by(columns.position)
             )
-            existing = [_row_to_entry(row) for row in rows]
-            present = {(e.ledger_id, e.seq): e.entry_hash for e in existing}
+            stored = ChainState()
+            present: dict[tuple[str, int], str] = {}
+            for ledger_id, seq, client_id, client_seq, entry_hash in rows:
+                stored.add(ledger_id, seq, client_id, client_seq, entry_hash)
+                present[(ledger_id, seq)] = entry_hash
             new: list[LedgerEntry] = []
             for entry in incoming:
                 place = (entry.ledger_id, entry.seq)
@@ -400,10 +405,10 @@ class PrivacyLedger:
                 return 0
             # Only the signers at hand: the whole registry would make a round's merge
             # quadratic in the clients (every import loading every enrolled key).
-            signers = {entry.charge.client_id for entry in existing + new}
+            signers = {entry.charge.client_id for entry in new}
             keys = {client: load_public_key(raw)
                     for client, raw in self._registry_raw(conn, signers).items()}
-            report = verify_entries(existing + new, keys)
+            report = verify_entries(new, keys, after=stored)
             if not report.ok:
                 raise LedgerError(f"refusing to import: the result would not verify ({report.first_bad})")
             try:

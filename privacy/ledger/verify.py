@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -76,21 +76,50 @@ def _bad(entry: LedgerEntry, reason: str) -> BadEntry:
     )
 
 
+@dataclass
+class ChainState:
+    """Where a walk over verified entries left their chains: per ledger id its last
+    ``(seq, entry_hash)``, per (ledger id, client) its last ``(client_seq, entry_hash)``,
+    and the positions already taken (to tell a reordered entry from a missing one)."""
+
+    heads: dict[str, tuple[int, str]] = field(default_factory=dict)
+    client_heads: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
+    seqs: defaultdict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    client_seqs: defaultdict[tuple[str, str], set[int]] = field(
+        default_factory=lambda: defaultdict(set)
+    )
+
+    def add(self, ledger_id: str, seq: int, client_id: str, client_seq: int, entry_hash: str) -> None:
+        """Record an entry, already verified, as the newest of its chains."""
+        self.seqs[ledger_id].add(seq)
+        self.client_seqs[(ledger_id, client_id)].add(client_seq)
+        self.heads[ledger_id] = (seq, entry_hash)
+        self.client_heads[(ledger_id, client_id)] = (client_seq, entry_hash)
+
+
 class _Walk:
     """State of one pass over the entries."""
 
     def __init__(
-        self, entries: Sequence[LedgerEntry], trusted_keys: Mapping[str, Ed25519PublicKey]
+        self,
+        entries: Sequence[LedgerEntry],
+        trusted_keys: Mapping[str, Ed25519PublicKey],
+        after: ChainState | None = None,
     ) -> None:
         self.keys = dict(trusted_keys)
         self.key_ids = {client: public_key_id(key) for client, key in self.keys.items()}
-        self.seqs: dict[str, set[int]] = defaultdict(set)
-        self.client_seqs: dict[tuple[str, str], set[int]] = defaultdict(set)
+        start = after or ChainState()
+        self.seqs: defaultdict[str, set[int]] = defaultdict(set)
+        self.client_seqs: defaultdict[tuple[str, str], set[int]] = defaultdict(set)
+        for origin, seqs in start.seqs.items():
+            self.seqs[origin] |= seqs
+        for chain, client_seqs in start.client_seqs.items():
+            self.client_seqs[chain] |= client_seqs
         for entry in entries:
             self.seqs[entry.ledger_id].add(entry.seq)
             self.client_seqs[(entry.ledger_id, entry.charge.client_id)].add(entry.client_seq)
-        self.head: dict[str, tuple[int, str]] = {}
-        self.client_head: dict[tuple[str, str], tuple[int, str]] = {}
+        self.head: dict[str, tuple[int, str]] = dict(start.heads)
+        self.client_head: dict[tuple[str, str], tuple[int, str]] = dict(start.client_heads)
 
     def check(self, entry: LedgerEntry) -> BadEntry | None:
         origin, client = entry.ledger_id, entry.charge.client_id
@@ -164,14 +193,17 @@ def verify_entries(
     entries: Sequence[LedgerEntry],
     trusted_keys: Mapping[str, Ed25519PublicKey],
     expected_heads: Iterable[LedgerHead] = (),
+    after: ChainState | None = None,
 ) -> VerificationReport:
     """Verify ``entries`` (in the order they were written) against ``trusted_keys``.
 
     ``expected_heads`` are heads recorded earlier (``PrivacyLedger.head()``); each must
     still be present with the same hash, which detects truncation of the tail.
+    ``after``: the entries continue chains already verified, which end there (each
+    chain then starts from its recorded head instead of the genesis value).
     Stops at the first bad entry.
     """
-    walk = _Walk(entries, trusted_keys)
+    walk = _Walk(entries, trusted_keys, after)
     for checked, entry in enumerate(entries):
         bad = walk.check(entry)
         if bad is not None:

@@ -505,6 +505,46 @@ def test_merged_copy_of_client_local_ledgers_detects_a_dropped_charge(tmp_path: 
         ledger.close()
 
 
+def test_import_continues_the_stored_chains_and_verifies_only_what_it_adds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import privacy.ledger.verify as verify_module
+
+    signer = ClientSigner.generate()
+    local = PrivacyLedger(tmp_path / "client-a.sqlite")
+    local.enroll("a", signer.public_key)
+    for round in (1, 2, 3):
+        local.append(_charge("a", round, float(round)), signer)
+    merged_path = tmp_path / "coordinator.sqlite"
+    with PrivacyLedger(merged_path) as merged:
+        merged.enroll("a", signer.public_key)
+        assert merged.import_entries(local.entries()) == 3
+
+        # A round's import checks one signature, the new entry's, however long the chain.
+        checked: list[bytes] = []
+        verify_signature = verify_module.verify_signature
+        monkeypatch.setattr(verify_module, "verify_signature",
+                            lambda key, sig, message: checked.append(sig) or verify_signature(key, sig, message))
+        local.append(_charge("a", 4, 4.0), signer)
+        assert merged.import_entries(local.entries()) == 1
+        assert checked == [local.entries()[-1].signature]
+
+        # A new entry must continue the stored chain: skipping one is a gap.
+        local.append(_charge("a", 5, 5.0), signer)
+        local.append(_charge("a", 6, 6.0), signer)
+        with pytest.raises(LedgerError, match="sequence gap: entry 5 missing"):
+            merged.import_entries(local.entries()[-1:])
+
+        # The stored head is what the next entry must link to: a rewritten head breaks it.
+        _tamper(merged_path, ("UPDATE ledger_entries SET entry_hash = ? WHERE seq = 4",
+                              ("0" * 64,)))
+        with pytest.raises(LedgerError, match="chain broken"):
+            merged.import_entries(local.entries()[-2:])
+        assert len(merged.entries()) == 4
+        assert not merged.verify().ok
+    local.close()
+
+
 # -- key files ---------------------------------------------------------------------------------
 
 
