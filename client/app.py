@@ -87,7 +87,7 @@ def _train(msg: Message, context: Context) -> tuple[RunConfig, LocalRoundOutcome
                 budget=ledger.budget.epsilon,
             )
             ledger.charge(outcome, server_round)  # signed and on disk before any reply
-            outcome.ledger = ledger.reply_fields()
+            outcome.ledger = ledger.reply_fields(msg.content["config"])
     except (ConfigError, LocalRoundError, LedgerError) as error:
         return status_reply(msg, client_id, "failed", str(error))
 

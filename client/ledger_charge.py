@@ -41,9 +41,10 @@ from privacy.accounting import DPStep, merge_history
 from privacy.ledger import ClientSigner, LedgerEntry, LedgerError, PrivacyCharge, PrivacyLedger
 from privacy.report.layout import CLIENT_LEDGER_DIR, SAFE_NAME, client_key_path, client_ledger_path
 from task.config import ConfigError, RunConfig, parse_client_budgets
+from task.ledger_wire import HELD_LEDGER_KEY, HELD_SEQ_KEY, REPLY_RECORD
 
 #: Keys of a training message's config that are about the round, not run configuration.
-ROUND_KEYS = ("server-round", "run-id")
+ROUND_KEYS = ("server-round", "run-id", HELD_LEDGER_KEY, HELD_SEQ_KEY)
 #: Node config keys a client may set for itself.
 LEDGER_DIR_KEY = "ledger-dir"
 BUDGET_KEY = "epsilon-budget"
@@ -54,8 +55,6 @@ UNIT = "sample"
 #: Fault injection for the crash test: with this variable set to ``kill-after-charge`` the
 #: process SIGKILLs itself right after a charge is committed, before any reply is built.
 FAULT_ENV = "FEDSHIELD_FAULT"
-#: Name of the reply's record that carries the ledger fields.
-REPLY_RECORD = "ledger"
 
 
 @dataclass(frozen=True)
@@ -215,15 +214,27 @@ class ClientLedger:
             os.kill(os.getpid(), signal.SIGKILL)
         return entry
 
-    def reply_fields(self) -> dict[str, Any]:
+    def reply_fields(self, round_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """What the reply publishes about the ledger: the client's signed entries, its
-        head, its public key and its budget (the coordinator merges and checks them)."""
+        head, its public key and its budget (the coordinator merges and checks them).
+
+        The entries are those the coordinator does not hold yet: the training message
+        names the newest entry of this ledger it holds (``ledger-held-id``/``-seq``),
+        else every entry is sent. The head is always sent, so an entry the coordinator
+        claims but lacks shows as a gap in its merge, not as silence.
+        """
         record: dict[str, Any] = {"client-id": self.client_id, **self.budget.to_record()}
         if self._signer is None:
             return record
         ledger = self._ledger()
         head = ledger.head()
         entries = ledger.entries(client_id=self.client_id)
+        held = round_config or {}
+        held_seq = held.get(HELD_SEQ_KEY)
+        # Anything else than this ledger's id and a count is ignored: everything is sent.
+        if (held.get(HELD_LEDGER_KEY) == ledger.ledger_id and isinstance(held_seq, int)
+                and not isinstance(held_seq, bool)):
+            entries = [entry for entry in entries if entry.seq > held_seq]
         record["ledger-id"] = ledger.ledger_id
         record.update(
             {

@@ -159,9 +159,12 @@ def run_federation(
             break
         sampled = sample_nodes(eligible, config.fraction_train, config.min_train_clients, rng)
         train_config = {**config.to_flower(), "server-round": server_round, "run-id": run_id}
+        # Each client's reply then carries only the ledger entries the merged copy lacks.
+        held = {n: ledger.held(clients[n].client_id) for n in sampled if n in clients}
         aggregate = workflow.run_round(
             grid, sampled, to_record(weights), train_config, server_round,
             timeout=round_timeout if round_timeout is not None else config.round_timeout or None,
+            per_node=held,
         )
         ledger.receive(aggregate.reports, server_round)
         for report in aggregate.reports:

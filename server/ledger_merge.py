@@ -1,8 +1,9 @@
 """The coordinator's merged copy of the clients' signed ledger entries.
 
-Every reply of a client carries its own ledger's signed entries, the head of its ledger
-(ledger id, sequence number, entry hash) and its Ed25519 public key
-(``client.ledger_charge``). The coordinator imports the entries into
+Every reply of a client carries the head of its own ledger (ledger id, sequence number,
+entry hash), its Ed25519 public key and the signed entries after the newest one the
+coordinator holds, which the training message names (all of them on first contact;
+``client.ledger_charge``, ``task.ledger_wire``). The coordinator imports the entries into
 ``<results>/ledger.sqlite`` and records each client's latest head in ``summary.json``.
 
 Why the coordinator can neither forge nor drop a client's charges without detection:
@@ -33,6 +34,7 @@ from privacy.ledger import LedgerEntry, LedgerError, PrivacyLedger
 from privacy.ledger.signing import public_key_id
 from privacy.report.layout import MERGED_LEDGER_FILE
 from server.workflow import ClientReport
+from task.ledger_wire import HELD_LEDGER_KEY, HELD_SEQ_KEY
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,15 @@ class CoordinatorLedger:
                     self._merge(merged, report.client_id, report.ledger)
                 except (LedgerError, ValueError, KeyError, TypeError) as error:
                     self._problem(server_round, report.client_id, str(error))
+
+    def held(self, client_id: str) -> dict[str, str | int]:
+        """Training-config entries naming the newest entry of ``client_id``'s ledger that
+        the merged copy holds (none before its first merge), so that the client's reply
+        carries only the entries after it (``client.ledger_charge``)."""
+        head = self.heads.get(client_id)
+        if head is None:
+            return {}
+        return {HELD_LEDGER_KEY: head["ledger_id"], HELD_SEQ_KEY: int(head["seq"])}
 
     def _problem(self, server_round: int, client_id: str, why: str) -> None:
         problem = f"round {server_round}: ledger of {client_id} not merged: {why}"

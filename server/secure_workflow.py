@@ -58,7 +58,7 @@ from privacy.secagg import (
     resolve_round_parameters,
 )
 from server.messaging import send_and_receive
-from server.workflow import ClientReport, RoundAggregate, parse_report, unnamed_client
+from server.workflow import ClientReport, RoundAggregate, node_config, parse_report, unnamed_client
 from task import secagg_wire as wire
 from task.config import RunConfig
 from task.records import from_record
@@ -187,8 +187,10 @@ class SecureWorkflow:
         config: dict,
         server_round: int,
         timeout: float | None = None,
+        per_node: Mapping[int, dict] | None = None,
     ) -> RoundAggregate:
-        """One round of SecAgg+ over ``node_ids``; the sum of the contributors' inputs."""
+        """One round of SecAgg+ over ``node_ids``; the sum of the contributors' inputs
+        (``per_node[node]`` is added to that node's training config)."""
         layout = VectorLayout.for_run(from_record(arrays), self._config)
         params = protocol_config(self._config, len(node_ids))
         server = SecAggServer(
@@ -202,7 +204,7 @@ class SecureWorkflow:
         self.rounds.append(record)
         state = _Round(node_ids, record)
         try:
-            result = self._protocol(grid, server, state, arrays, config, timeout)
+            result = self._protocol(grid, server, state, arrays, config, timeout, per_node)
         except SecAggError as error:
             record.aborted = str(error)
             return RoundAggregate({}, 0.0, {}, state.final_reports(set(), record.aborted),
@@ -232,12 +234,13 @@ class SecureWorkflow:
         arrays: ArrayRecord,
         config: dict,
         timeout: float | None,
+        per_node: Mapping[int, dict] | None,
     ) -> SecAggResult:
         setup = wire.to_records(server.setup())
         contents = {
             node: RecordDict({
                 "arrays": arrays,
-                "config": ConfigRecord(config),
+                "config": node_config(config, node, per_node),
                 **setup,
                 wire.RECIPIENT_KEY: ConfigRecord({"client-id": state.index[node]}),
             })

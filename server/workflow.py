@@ -10,7 +10,7 @@ ever holding an individual update.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from server.messaging import send_and_receive
+from task.ledger_wire import REPLY_RECORD
 from task.secure_vector import PUBLIC_METRICS
 
 log = logging.getLogger(__name__)
@@ -62,18 +63,25 @@ class RoundAggregate:
         return {k: v / self.weight_sum for k, v in self.update_sum.items()}
 
 
+def node_config(config: dict, node_id: int, per_node: Mapping[int, dict] | None) -> ConfigRecord:
+    """The round's training config for ``node_id``, with the entries meant for it alone."""
+    return ConfigRecord({**config, **(per_node or {}).get(node_id, {})})
+
+
 def train_messages(
     grid: Grid,
     node_ids: Sequence[int],
     arrays: ArrayRecord,
     config: dict,
     server_round: int,
+    per_node: Mapping[int, dict] | None = None,
 ) -> list[Message]:
-    """One training message per sampled node carrying the global model and the config."""
-    content = RecordDict({"arrays": arrays, "config": ConfigRecord(config)})
+    """One training message per sampled node carrying the global model and the config
+    (with ``per_node[node]`` added to that node's)."""
     return [
         Message(
-            content=content,
+            content=RecordDict({"arrays": arrays,
+                                "config": node_config(config, node_id, per_node)}),
             message_type=MessageType.TRAIN,
             dst_node_id=node_id,
             group_id=str(server_round),
@@ -101,7 +109,7 @@ def parse_report(reply: Message, node_id: int) -> ClientReport:
         epsilon=None if epsilon is None else float(epsilon),
         reason=str(status.get("reason", "")),
         public={k: float(metrics[k]) for k in PUBLIC_METRICS if k in metrics},
-        ledger=dict(reply.content["ledger"]) if "ledger" in reply.content else {},
+        ledger=dict(reply.content[REPLY_RECORD]) if REPLY_RECORD in reply.content else {},
     )
 
 
@@ -121,8 +129,9 @@ class PlainWorkflow:
         config: dict,
         server_round: int,
         timeout: float | None = None,
+        per_node: Mapping[int, dict] | None = None,
     ) -> RoundAggregate:
-        messages = train_messages(grid, node_ids, arrays, config, server_round)
+        messages = train_messages(grid, node_ids, arrays, config, server_round, per_node)
         replies = {m.metadata.src_node_id: m for m in send_and_receive(grid, messages, timeout)}
         reports: list[ClientReport] = []
         update_sum = {name: np.zeros_like(a.numpy()) for name, a in arrays.items()}

@@ -84,3 +84,34 @@ def test_a_client_returning_with_another_key_is_refused(tmp_path: Path):
     assert problem.startswith("round 2: ledger of client-0 not merged")
     assert "re-enrolling a different key is not allowed" in problem
     assert coordinator.heads["client-0"]["seq"] == 1
+
+
+def test_a_client_ships_only_the_entries_the_merged_copy_lacks(tmp_path: Path):
+    coordinator = CoordinatorLedger(tmp_path)
+    ledger = client_ledger(tmp_path, "client-0")
+    assert coordinator.held("client-0") == {}  # first contact: the whole ledger
+    ledger.charge(trained_outcome(0.3), 1)
+    ledger.charge(trained_outcome(0.6), 2)
+    shipped = []
+    for server_round in (3, 4, 5):
+        ledger.charge(trained_outcome(0.2 * server_round), server_round)
+        fields = ledger.reply_fields(coordinator.held("client-0"))
+        shipped.append([json.loads(text)["seq"] for text in fields["entries"]])
+        if server_round != 4:  # round 4's merge is lost: round 5 sends its entry again
+            coordinator.receive([report(ledger, fields)], server_round)
+    assert shipped == [[1, 2, 3], [4], [4, 5]]
+    assert coordinator.describe()["problems"] == []
+    with PrivacyLedger(tmp_path / "ledger.sqlite", read_only=True) as merged:
+        assert merged.verify().ok and [e.seq for e in merged.entries()] == [1, 2, 3, 4, 5]
+
+
+def test_a_held_head_of_another_ledger_or_malformed_gets_every_entry(tmp_path: Path):
+    ledger = client_ledger(tmp_path, "client-0")
+    for server_round in (1, 2):
+        ledger.charge(trained_outcome(0.5 * server_round), server_round)
+    own = ledger.reply_fields()["ledger-id"]
+    for held in ({"ledger-held-id": "0" * 32, "ledger-held-seq": 1},
+                 {"ledger-held-id": own, "ledger-held-seq": "1"},
+                 {"ledger-held-id": own}):
+        assert len(ledger.reply_fields(held)["entries"]) == 2
+    assert len(ledger.reply_fields({"ledger-held-id": own, "ledger-held-seq": 1})["entries"]) == 1

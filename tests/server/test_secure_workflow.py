@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from client import app as client_main
 from client.secure_aggregation import INPUT_KEY
 from fedshield import cli
+from privacy.ledger import PrivacyLedger
 from privacy.secagg import SecAggConfig
 from server.federation import run_federation
 from server.secure_workflow import SecureWorkflow, protocol_config
@@ -379,11 +380,12 @@ class RecordingWorkflow(SecureWorkflow):
         self._interfere = interfere
         self.server_round = 0
 
-    def run_round(self, grid, node_ids, arrays, config, server_round, timeout=None):
+    def run_round(self, grid, node_ids, arrays, config, server_round, timeout=None,
+                  per_node=None):
         self.server_round = server_round
         aggregate = super().run_round(
             RecordingGrid(grid, self.replies, self._interfere), node_ids, arrays, config,
-            server_round, timeout,
+            server_round, timeout, per_node,
         )
         self.aggregates.append(aggregate)
         return aggregate
@@ -515,6 +517,17 @@ def test_simulation_dropouts_midway_and_an_aborted_round_with_client_level_dp(tm
     assert rounds[0]["dropouts"] == {"collect_masked_input": [victim.client_id]}
     assert rounds[1]["aborted"].startswith("secure aggregation aborted at stage 'share_secrets'")
     assert rounds[2]["contributors"] == 3
+
+    # Each round's reply carried only the ledger entry the merged copy lacked, dropped
+    # and aborted rounds included, and the merged copy holds every charge.
+    shipped: dict[str, list[list[int]]] = {}
+    for reply in (r for stage in workflow.replies for r in stage if "ledger" in r.content):
+        fields = reply.content["ledger"]
+        shipped.setdefault(str(fields["client-id"]), []).append(
+            [json.loads(text)["seq"] for text in fields["entries"]])
+    assert shipped == {c: [[1], [2], [3]] for c in ("client-0", "client-1", "client-2")}
+    with PrivacyLedger(Path(summary["results_dir"]) / "ledger.sqlite", read_only=True) as merged:
+        assert merged.verify().ok and len(merged.entries()) == 9
 
     level = summary["client_level_epsilon"]
     assert set(level["by_round"]) == {"1", "3"}
