@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from simulations import bench_secagg, benchmark
+from simulations import bench_ledger, bench_secagg, benchmark
 
 
 @pytest.mark.slow
@@ -53,3 +53,14 @@ def test_secure_aggregation_benchmark_runs_both_sides_on_the_chosen_workload(tmp
         result["secure_round_seconds"] / result["plain_round_seconds"] - 1)
     assert 0 < result["secure_stage_seconds"] < result["secure_round_seconds"]
     assert result["protocol_seconds"] > 0 and result["vector_length"] > 0
+
+
+def test_ledger_benchmark_merges_every_round_and_ships_only_new_entries(tmp_path):
+    out = tmp_path / "ledger.json"
+    bench_ledger.main(["--clients", "3", "--rounds", "4", "--json", str(out)])
+    document = json.loads(out.read_text())
+    assert document["machine"]["cores"] >= 1 and document["clients"] == 3
+    rounds = document["results"]
+    assert [r["server_round"] for r in rounds] == [1, 2, 3, 4]
+    assert [r["entries_shipped"] for r in rounds] == [3, 3, 3, 3]  # one new entry a client
+    assert all(r["merge_seconds"] > 0 and r["reply_bytes"] > 0 for r in rounds)
