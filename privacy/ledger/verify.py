@@ -96,6 +96,14 @@ class ChainState:
         self.heads[ledger_id] = (seq, entry_hash)
         self.client_heads[(ledger_id, client_id)] = (client_seq, entry_hash)
 
+    def copy(self) -> "ChainState":
+        """An independent copy (a walk extends its own)."""
+        return ChainState(
+            dict(self.heads), dict(self.client_heads),
+            defaultdict(set, {k: set(v) for k, v in self.seqs.items()}),
+            defaultdict(set, {k: set(v) for k, v in self.client_seqs.items()}),
+        )
+
 
 class _Walk:
     """State of one pass over the entries."""
@@ -108,28 +116,20 @@ class _Walk:
     ) -> None:
         self.keys = dict(trusted_keys)
         self.key_ids = {client: public_key_id(key) for client, key in self.keys.items()}
-        start = after or ChainState()
-        self.seqs: defaultdict[str, set[int]] = defaultdict(set)
-        self.client_seqs: defaultdict[tuple[str, str], set[int]] = defaultdict(set)
-        for origin, seqs in start.seqs.items():
-            self.seqs[origin] |= seqs
-        for chain, client_seqs in start.client_seqs.items():
-            self.client_seqs[chain] |= client_seqs
-        for entry in entries:
-            self.seqs[entry.ledger_id].add(entry.seq)
-            self.client_seqs[(entry.ledger_id, entry.charge.client_id)].add(entry.client_seq)
-        self.head: dict[str, tuple[int, str]] = dict(start.heads)
-        self.client_head: dict[tuple[str, str], tuple[int, str]] = dict(start.client_heads)
+        self.chains = after.copy() if after is not None else ChainState()
+        for entry in entries:  # every position the walk will meet, for telling order from gaps
+            self.chains.seqs[entry.ledger_id].add(entry.seq)
+            self.chains.client_seqs[(entry.ledger_id, entry.charge.client_id)].add(entry.client_seq)
 
     def check(self, entry: LedgerEntry) -> BadEntry | None:
         origin, client = entry.ledger_id, entry.charge.client_id
         chain = (origin, client)
-        last_seq, last_hash = self.head.get(origin, (0, GENESIS_HASH))
-        last_client_seq, last_client_hash = self.client_head.get(chain, (0, GENESIS_HASH))
+        last_seq, last_hash = self.chains.heads.get(origin, (0, GENESIS_HASH))
+        last_client_seq, last_client_hash = self.chains.client_heads.get(chain, (0, GENESIS_HASH))
 
         expected = last_seq + 1
         if entry.seq != expected:
-            if entry.seq < expected or expected in self.seqs[origin]:
+            if entry.seq < expected or expected in self.chains.seqs[origin]:
                 return _bad(
                     entry,
                     f"order: entry out of sequence (expected entry {expected}, found entry {entry.seq})",
@@ -148,7 +148,7 @@ class _Walk:
             )
 
         if recompute_entry_hash(entry) != entry.entry_hash:
-            for other in sorted(self.seqs[origin] - {entry.seq}):
+            for other in sorted(self.chains.seqs[origin] - {entry.seq}):
                 if recompute_entry_hash(entry, seq=other) == entry.entry_hash:
                     return _bad(
                         entry,
@@ -162,7 +162,7 @@ class _Walk:
 
         expected_client = last_client_seq + 1
         if entry.client_seq != expected_client:
-            if entry.client_seq < expected_client or expected_client in self.client_seqs[chain]:
+            if entry.client_seq < expected_client or expected_client in self.chains.client_seqs[chain]:
                 return _bad(
                     entry,
                     f"order: entry out of sequence in client {client!r}'s chain "
@@ -184,8 +184,7 @@ class _Walk:
         if not verify_signature(self.keys[client], entry.signature, message):
             return _bad(entry, "signature invalid")
 
-        self.head[origin] = (entry.seq, entry.entry_hash)
-        self.client_head[chain] = (entry.client_seq, entry.entry_hash)
+        self.chains.add(origin, entry.seq, client, entry.client_seq, entry.entry_hash)
         return None
 
 
