@@ -11,6 +11,7 @@ from flwr.serverapp import Grid, ServerApp
 from server.federation import RoundCallback, run_federation
 from server.results import RoundRecord
 from task.config import RunConfig, resolve_config
+from task.heap import freeze_imported_objects
 
 
 def log_round(record: RoundRecord) -> None:
@@ -45,3 +46,4 @@ def make_server_app(config: RunConfig | None = None, on_round: RoundCallback | N
 
 
 app = make_server_app()
+freeze_imported_objects()  # the ServerApp's process has imported what it runs
