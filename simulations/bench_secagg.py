@@ -3,12 +3,15 @@
     python -m simulations.bench_secagg                      # 10, 50 and 100 clients
     python -m simulations.bench_secagg --clients 10 --rounds 2
     python -m simulations.bench_secagg --clients 100 --set partitioning=sampled \
-        --set records-per-client=600                        # more work per client
+        --set records-per-client=600 --repeat 3             # more work per client
 
 For each cohort size it runs the digits scenario (DP-SGD on, every client every round)
 twice in one invocation -- plain aggregation, then SecAgg+ -- and reports the steady-state
 round time (mean over the rounds after the first, which also starts Ray's actors and
-loads the data), the overhead, and where the secure round spends its extra time:
+loads the data), the overhead, and where the secure round spends its extra time.
+``--repeat N`` runs N such pairs, alternating, and reports the medians over the pairs:
+the overhead of one pair moves by 10-15 points from pair to pair on 2 cores.
+
 
 * ``stages s``: wall time of the three protocol-only Message rounds (share secrets, masked
   input, unmask) inside the simulation, transport and client work included, and
@@ -62,6 +65,7 @@ class CohortResult:
     vector_length: int
     plain_accuracy: float
     secure_accuracy: float
+    pair_overheads: list[float]
 
 
 def steady(records: list[RoundRecord]) -> float:
@@ -93,59 +97,67 @@ def protocol_seconds(config: RunConfig, clients: int, length: int) -> float:
     return time.perf_counter() - started
 
 
-def bench_cohort(base: dict, clients: int) -> CohortResult:
+def bench_cohort(base: dict, clients: int, repeat: int = 1) -> CohortResult:
+    """``repeat`` pairs of runs (plain, then secure); medians over the pairs."""
     plain_config = resolve_config({**base, "secure-aggregation": False})
     secure_config = resolve_config({**base, "secure-aggregation": True})
-    plain_records, plain = run(plain_config, clients)
-    secure_records, secure = run(secure_config, clients)
-    stages = [
-        sum(r["seconds"].get(s, 0.0) for s in PROTOCOL_STAGES)
-        for r in secure["secure_aggregation_rounds"][1:] or secure["secure_aggregation_rounds"]
-    ]
+    plain_s, secure_s, stages = [], [], []
+    for _ in range(repeat):
+        plain_records, plain = run(plain_config, clients)
+        secure_records, secure = run(secure_config, clients)
+        plain_s.append(steady(plain_records))
+        secure_s.append(steady(secure_records))
+        stages.append(statistics.fmean(
+            sum(r["seconds"].get(s, 0.0) for s in PROTOCOL_STAGES)
+            for r in secure["secure_aggregation_rounds"][1:] or secure["secure_aggregation_rounds"]
+        ))
+    overheads = [s / p - 1.0 for p, s in zip(plain_s, secure_s)]
     length = model_layout(secure_config).length
-    plain_s, secure_s = steady(plain_records), steady(secure_records)
     return CohortResult(
         clients=clients,
         rounds=len(secure_records),
-        plain_round_seconds=plain_s,
-        secure_round_seconds=secure_s,
-        overhead=secure_s / plain_s - 1.0,
-        secure_stage_seconds=statistics.fmean(stages),
-        stage_share=statistics.fmean(stages) / plain_s,
+        plain_round_seconds=statistics.median(plain_s),
+        secure_round_seconds=statistics.median(secure_s),
+        overhead=statistics.median(overheads),
+        secure_stage_seconds=statistics.median(stages),
+        stage_share=statistics.median([st / p for st, p in zip(stages, plain_s)]),
         protocol_seconds=protocol_seconds(secure_config, clients, length),
         vector_length=length,
         plain_accuracy=plain["accuracy"],
         secure_accuracy=secure["accuracy"],
+        pair_overheads=overheads,
     )
 
 
-COHORT_COLUMNS = ("clients", "plain round s", "secure round s", "overhead", "stages s",
-                  "stages / plain", "protocol s", "accuracy plain/secure")
+COHORT_COLUMNS = ("clients", "plain round s", "secure round s", "overhead", "each pair",
+                  "stages s", "stages / plain", "protocol s", "accuracy plain/secure")
 
 
 def cohort_rows(results: list[CohortResult]) -> list[list[str]]:
     """Table cells for :data:`COHORT_COLUMNS`."""
     return [[str(r.clients), f"{r.plain_round_seconds:.2f}", f"{r.secure_round_seconds:.2f}",
-             f"{r.overhead:+.0%}", f"{r.secure_stage_seconds:.2f}", f"{r.stage_share:.0%}",
+             f"{r.overhead:+.0%}", " ".join(f"{o:+.0%}" for o in r.pair_overheads),
+             f"{r.secure_stage_seconds:.2f}", f"{r.stage_share:.0%}",
              f"{r.protocol_seconds:.2f}", f"{r.plain_accuracy:.3f} / {r.secure_accuracy:.3f}"]
             for r in results]
 
 
 def bench_cohorts(clients: list[int], rounds: int, out_dir: str, console: Console,
-                  overrides: dict | None = None) -> dict:
-    """Every cohort size, plain then secure; prints the table, returns the JSON section.
-    ``overrides`` are run-config items on top of the digits scenario with DP-SGD on."""
+                  overrides: dict | None = None, repeat: int = 1) -> dict:
+    """Every cohort size, ``repeat`` pairs of plain then secure runs; prints the table,
+    returns the JSON section. ``overrides`` are run-config items on top of the digits
+    scenario with DP-SGD on."""
     overrides = dict(overrides or {})
     base = {"scenario": "digits", **overrides, "num-server-rounds": rounds, "out-dir": out_dir}
     results = []
     for size in clients:
         console.print(f"[bold]secagg[/]: {size} clients, plain then secure aggregation")
-        results.append(bench_cohort(base, size))
+        results.append(bench_cohort(base, size, repeat))
     workload = ", ".join(f"{k}={v}" for k, v in {"scenario": base["scenario"], **overrides}.items())
     print_table(console, f"secure aggregation overhead, {workload}, DP-SGD on "
                 f"({os.cpu_count()} cores)", COHORT_COLUMNS, cohort_rows(results))
     return {"scenario": base["scenario"], "overrides": overrides, "dp": True,
-            "results": [asdict(r) for r in results]}
+            "repeat": repeat, "results": [asdict(r) for r in results]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -154,12 +166,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per run (>= 2)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="a run-config item for both runs, e.g. --set local-epochs=2")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="pairs of runs (plain, secure) per cohort; medians are reported")
     parser.add_argument("--json", default="benchmarks/secagg.json", help="output file")
     parser.add_argument("--out", default="runs/bench-secagg", help="folder for the runs")
     args = parser.parse_args(argv)
     console = Console()
+    if args.repeat < 1:
+        parser.error(f"--repeat must be >= 1, got {args.repeat}")
     section = bench_cohorts(args.clients, args.rounds, args.out, console,
-                            parse_overrides(args.sets))
+                            parse_overrides(args.sets), args.repeat)
     out = write_json(args.json, section)
     console.print(f"wrote {out}")
 
