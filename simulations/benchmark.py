@@ -23,7 +23,8 @@ Each section runs its configurations side by side and reports ratios as well as 
 ``secagg``
     round time with and without secure aggregation at 10, 50 and 100 clients, same data
     and clients (:mod:`simulations.bench_secagg`), then again at 100 clients with
-    ``--secagg-work-records`` (600) records each.
+    ``--secagg-work-records`` (600) records each, as ``--secagg-repeat`` (3) alternating
+    pairs of runs whose medians are reported (one pair's overhead moves by 10 points).
 ``scale``
     populations of 100 and 10,000 virtual clients with 100 of them per round, each client
     with the same ``records-per-client`` (partitioning ``sampled``), so the per-round work
@@ -200,7 +201,7 @@ def section_secagg(args: argparse.Namespace, console: Console, parallelism: int)
         # over 100 clients is 600 each): the protocol's cost against a realistic round.
         heavier = {"partitioning": "sampled", "records-per-client": args.secagg_work_records}
         section["realistic_work"] = bench_cohorts([max(args.secagg_clients)], args.secagg_rounds,
-                                                  OUT_DIR, console, heavier)
+                                                  OUT_DIR, console, heavier, args.secagg_repeat)
     return section
 
 
@@ -238,6 +239,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secagg-work-records", type=int, default=600,
                         help="records per client of the secagg section's second run at the "
                         "largest cohort (0: none)")
+    parser.add_argument("--secagg-repeat", type=int, default=3,
+                        help="pairs of runs (plain, secure) of that second run; medians")
     parser.add_argument("--populations", type=int, nargs="+", default=[100, 10_000])
     parser.add_argument("--per-round", type=int, default=100)
     parser.add_argument("--records-per-client", type=int, default=16)
@@ -245,6 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dpsgd-trials", type=int, default=7)
     parser.add_argument("--json", default="benchmarks/benchmark.json", help="output file")
     args = parser.parse_args(argv)
+    if args.secagg_repeat < 1:
+        parser.error(f"--secagg-repeat must be >= 1, got {args.secagg_repeat}")
     parallelism = os.cpu_count() or 1
     console = Console(width=160)
     sections: dict[str, Any] = {}
