@@ -13,8 +13,8 @@ from client.replies import status_reply
 from client.state import load_plan, save_history
 from privacy.ledger import LedgerError
 from task import secagg_wire
-from task.heap import freeze_imported_objects
 from task.config import ConfigError, RunConfig, resolve_config
+from task.heap import freeze_imported_objects
 from task.records import from_record, to_record
 
 app = ClientApp()

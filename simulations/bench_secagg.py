@@ -8,10 +8,7 @@
 For each cohort size it runs the digits scenario (DP-SGD on, every client every round)
 twice in one invocation -- plain aggregation, then SecAgg+ -- and reports the steady-state
 round time (mean over the rounds after the first, which also starts Ray's actors and
-loads the data), the overhead, and where the secure round spends its extra time.
-``--repeat N`` runs N such pairs, alternating, and reports the medians over the pairs:
-the overhead of one pair moves by 10-15 points from pair to pair on 2 cores.
-
+loads the data), the overhead, and where the secure round spends its extra time:
 
 * ``stages s``: wall time of the three protocol-only Message rounds (share secrets, masked
   input, unmask) inside the simulation, transport and client work included, and
@@ -20,6 +17,9 @@ the overhead of one pair moves by 10-15 points from pair to pair on 2 cores.
 * ``protocol s``: the protocol's own compute for the whole cohort (every client and the
   server, run one after another on one core by ``privacy.secagg.run_secagg_round``), for a
   vector of the model's size plus the metric coordinates.
+
+``--repeat N`` runs N such pairs, alternating, and reports the medians over the pairs: the
+overhead of one pair moves by 10-15 points from pair to pair on 2 cores.
 
 Timings are wall-clock on a possibly shared machine: read them as indicative. They belong
 here, never in timed unit tests.
