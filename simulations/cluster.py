@@ -59,7 +59,7 @@ def start_ray(cpus: int, quiet: bool = True) -> None:
     if ray.is_initialized():
         return
     export_python_path()
-    share_between_processes()  # the actors compute each client's features once between them
+    share_between_processes()  # the actors share decoded data and features (task.feature_cache)
     # Ray's notice that it will stop hiding GPUs from zero-GPU actors: there are none here.
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     ray.init(**ray_init_args(cpus), log_to_driver=not quiet, logging_level="ERROR" if quiet else "INFO")
@@ -82,6 +82,7 @@ def start_ray_during(prepare: Callable[[], T], cpus: int, quiet: bool = True) ->
         except BaseException as error:  # noqa: BLE001  (re-raised on the caller's thread)
             outcome["error"] = error
 
+    share_between_processes()  # before `prepare` decodes the data the actors will map
     thread = threading.Thread(target=run, name="fedshield-prepare", daemon=True)
     thread.start()
     try:

@@ -23,6 +23,7 @@ from simulations import dispatch
 from simulations.cluster import ray_init_args, start_ray
 from simulations.feasibility import check_feasible
 from task.config import RunConfig
+from task.feature_cache import share_between_processes
 
 __all__ = ["backend_config", "check_feasible", "run_apps", "simulate"]
 
@@ -46,6 +47,7 @@ def simulate(
     Ray is started here (``simulations.cluster``) unless it already runs; Flower shuts it
     down when the simulation ends.
     """
+    share_between_processes()  # the data decoded here is mapped by the actors, not decoded again
     check_feasible(config, num_clients)
     summaries: list[dict] = []
     run_apps(make_server_app(config, on_round=on_round, on_summary=summaries.append),

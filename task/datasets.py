@@ -52,6 +52,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from task.feature_cache import shared_arrays
+
 __all__ = [
     "CIFAR10_CLASSES",
     "BUILTIN_DATASETS",
@@ -228,8 +230,44 @@ def clear_cache() -> None:
     _load_cached.cache_clear()
 
 
+#: Bumped whenever a loader's output changes, so that no process maps an older decoding.
+_DECODING_VERSION = 1
+
+
 @functools.lru_cache(maxsize=8)
 def _load_cached(
+    name: str, root: Path | None, seed: int, image_size: int | None
+) -> DatasetSplits:
+    """The decoded dataset: decoded here, or mapped from the simulation's shared folder
+    when another of its processes decoded it already (:func:`task.feature_cache.shared_arrays`)."""
+    key = f"dataset|v{_DECODING_VERSION}|{name}|{root}|{seed}|{image_size}"
+    arrays, meta = shared_arrays(key, lambda: _as_arrays(_load_splits(name, root, seed, image_size)))
+    return _from_arrays(arrays, meta)
+
+
+def _as_arrays(splits: DatasetSplits) -> tuple[dict[str, np.ndarray], dict]:
+    arrays = {f"{part}_{field}": getattr(getattr(splits, part), field).numpy()
+              for part in ("train", "test") for field in ("images", "labels")}
+    meta = {"name": splits.name, "source": splits.source, "classes": list(splits.classes),
+            **{f"{part}_{stat}": list(getattr(getattr(splits, part), stat))
+               for part in ("train", "test") for stat in ("mean", "std")}}
+    return arrays, meta
+
+
+def _from_arrays(arrays: dict[str, np.ndarray], meta: dict) -> DatasetSplits:
+    def split(part: str) -> ImageData:
+        return ImageData(
+            images=torch.from_numpy(arrays[f"{part}_images"]),
+            labels=torch.from_numpy(arrays[f"{part}_labels"]),
+            classes=tuple(meta["classes"]),
+            mean=tuple(meta[f"{part}_mean"]),
+            std=tuple(meta[f"{part}_std"]),
+        )
+
+    return DatasetSplits(meta["name"], split("train"), split("test"), meta["source"])
+
+
+def _load_splits(
     name: str, root: Path | None, seed: int, image_size: int | None
 ) -> DatasetSplits:
     if name == "digits":

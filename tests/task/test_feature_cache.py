@@ -1,7 +1,9 @@
-"""Scattering features shared between the processes of a simulation through files."""
+"""Scattering features and decoded datasets shared between the processes of a simulation
+through files."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -11,8 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from task.datasets import load_dataset
-from task.feature_cache import FEATURE_CACHE_ENV, share_between_processes, shared_inputs
+from task.datasets import clear_cache, load_dataset
+from task.feature_cache import (
+    FEATURE_CACHE_ENV,
+    share_between_processes,
+    shared_arrays,
+    shared_inputs,
+)
 from task.features import scattering_features
 from task.model import model_inputs
 
@@ -107,3 +114,64 @@ def test_the_simulation_folder_is_private_and_kept_once_named(monkeypatch):
     assert os.environ[FEATURE_CACHE_ENV] == str(folder) and folder.is_dir()
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert share_between_processes() == folder
+
+
+LOAD_DIGITS = """
+import hashlib, json, sys
+from task.datasets import load_dataset
+splits = load_dataset("digits", None, 3)
+digest = hashlib.sha256()
+for part in (splits.train, splits.test):
+    digest.update(part.images.numpy().tobytes()); digest.update(part.labels.numpy().tobytes())
+print(json.dumps({"digest": digest.hexdigest(), "classes": list(splits.classes),
+                  "mean": list(splits.train.mean), "sklearn": "sklearn" in sys.modules}))
+"""
+
+
+def _load_digits_in_a_process(folder: Path) -> dict:
+    out = subprocess.run([sys.executable, "-c", LOAD_DIGITS], cwd=ROOT, check=True,
+                         capture_output=True, text=True,
+                         env={**os.environ, FEATURE_CACHE_ENV: str(folder)})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_dataset_decoded_by_one_process_is_mapped_by_the_next(tmp_path):
+    first = _load_digits_in_a_process(tmp_path)
+    second = _load_digits_in_a_process(tmp_path)
+    assert first["sklearn"] and not second["sklearn"]  # the second decoded nothing
+    assert second == {**first, "sklearn": False}
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("arrays-")]) == 1
+    assert not list(tmp_path.glob("*.tmp"))  # no staging directory left
+
+
+def test_a_mapped_dataset_equals_the_decoded_one_and_a_broken_entry_is_redone(
+    monkeypatch, tmp_path
+):
+    decoded = load_dataset("digits", None, 5)
+    monkeypatch.setenv(FEATURE_CACHE_ENV, str(tmp_path))
+    clear_cache()
+    stored = load_dataset("digits", None, 5)  # decoded again, and stored
+    (entry,) = tmp_path.iterdir()
+    clear_cache()
+    mapped = load_dataset("digits", None, 5)
+    for a, b in ((decoded, stored), (decoded, mapped)):
+        assert torch.equal(a.train.images, b.train.images) and torch.equal(a.test.labels, b.test.labels)
+        assert (a.classes, a.train.mean, a.test.std, a.source) == (b.classes, b.train.mean, b.test.std, b.source)
+    (entry / "meta.json").write_text("{not json")
+    clear_cache()
+    again = load_dataset("digits", None, 5)
+    assert torch.equal(again.train.images, decoded.train.images)
+    assert json.loads((entry / "meta.json").read_text())["meta"]["name"] == decoded.name
+    clear_cache()
+
+
+def test_without_a_folder_arrays_are_computed_every_time(monkeypatch, tmp_path):
+    monkeypatch.delenv(FEATURE_CACHE_ENV, raising=False)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"x": torch.arange(4).numpy()}, {"n": 4}
+
+    assert shared_arrays("k", compute)[1] == {"n": 4} and shared_arrays("k", compute)[1] == {"n": 4}
+    assert len(calls) == 2 and list(tmp_path.iterdir()) == []
