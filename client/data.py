@@ -99,6 +99,24 @@ def load_client_data(partition_id: int, num_partitions: int, config: RunConfig) 
                         train.labels, train_idx, val_idx, config.model)
 
 
+def training_record_counts(config: RunConfig, num_partitions: int) -> list[int]:
+    """How many training records the simulated clients hold, each count once, in the
+    order of the first client holding it (what :func:`load_client_data` gives them,
+    without building their tensors)."""
+    if config.partitioning == "sampled":
+        sizes = [config.records_per_client]  # every client draws that many
+    else:
+        dataset = SCENARIOS[config.scenario].dataset
+        parts = _partitions(dataset, config.data_root, config.seed, num_partitions,
+                            config.partitioning, config.dirichlet_alpha)
+        sizes = [len(part) for part in parts]
+    counts: dict[int, None] = {}
+    for partition_id, size in enumerate(sizes):
+        train, _ = split_train_val(np.arange(size), config.val_fraction, config.seed + partition_id)
+        counts.setdefault(len(train))
+    return list(counts)
+
+
 def _client_data(
     client_id: str, num_classes: int, images: torch.Tensor, labels: torch.Tensor,
     train_idx: np.ndarray, val_idx: np.ndarray, model: str,

@@ -21,6 +21,7 @@ from client.training import LocalTrainingPlan, apply_weights, train_locally
 from privacy.accounting import DPStep, calibrate_noise, compute_epsilon, merge_history
 from task.config import RunConfig
 from task.evaluation import evaluate
+from task.feature_cache import shared_arrays
 from task.model import build_model
 
 
@@ -60,10 +61,55 @@ def _noise_plan(
     )
     if planned is not None and planned.get("key") == key:
         return float(planned["noise-multiplier"]), dict(planned)
-    sigma = calibrate_noise(
-        config.target_epsilon, config.delta, sample_rate, total_steps, config.accountant
-    )
+    sigma = calibrated_noise(config, sample_rate, total_steps)
     return sigma, {"key": key, "noise-multiplier": sigma}
+
+
+def training_plan(config: RunConfig) -> LocalTrainingPlan:
+    """The run's local training, before a noise multiplier is chosen."""
+    return LocalTrainingPlan(
+        epochs=config.local_epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        momentum=config.momentum,
+        noise_multiplier=None,
+        max_grad_norm=config.max_grad_norm,
+        accountant=config.accountant,
+        dp_engine=config.dp_engine,
+        augmentations=config.augment_multiplicity,
+    )
+
+
+def calibrated_noise(config: RunConfig, sample_rate: float, total_steps: int) -> float:
+    """``calibrate_noise`` for the run's target over ``total_steps`` at ``sample_rate``.
+
+    In a simulation the result is shared through the run's private folder
+    (:func:`task.feature_cache.shared_arrays`), where the driver puts the calibrations its
+    clients will need while Ray starts (:func:`warm_noise_calibrations`): otherwise every
+    actor calibrates the same sigma in its first round (about a second each). The key holds
+    every argument, so a stored sigma is exactly the one this process would compute. The
+    client's epsilon is still computed by its own accountant every round.
+    """
+    args = (config.target_epsilon, config.delta, sample_rate, total_steps, config.accountant)
+    _, meta = shared_arrays(f"calibration|{args!r}",
+                            lambda: ({}, {"noise-multiplier": calibrate_noise(*args)}))
+    return float(meta["noise-multiplier"])
+
+
+def warm_noise_calibrations(config: RunConfig, record_counts: Sequence[int], limit: int = 2) -> None:
+    """Calibrate (:func:`calibrated_noise`) as the first round of clients holding
+    ``record_counts`` training records will, for the first ``limit`` distinct calibrations
+    they need. Equal splits need one or two; a skewed split can need one per client, and
+    those would compete with the clients themselves for the cores."""
+    if not (config.dp and config.calibrates_noise):
+        return
+    plan = training_plan(config)
+    wanted: dict[tuple[float, int], None] = {}
+    for count in record_counts:
+        if count > 0 and config.delta < 1.0 / count:
+            wanted.setdefault((plan.sample_rate(count), config.num_server_rounds * plan.steps(count)))
+    for sample_rate, total_steps in list(wanted)[:limit]:
+        calibrated_noise(config, sample_rate, total_steps)
 
 
 def run_local_round(
@@ -83,17 +129,7 @@ def run_local_round(
     num_records = len(data.train_labels)
     if num_records == 0:
         raise LocalRoundError(f"{data.client_id} has no training records")
-    plan = LocalTrainingPlan(
-        epochs=config.local_epochs,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        momentum=config.momentum,
-        noise_multiplier=None,
-        max_grad_norm=config.max_grad_norm,
-        accountant=config.accountant,
-        dp_engine=config.dp_engine,
-        augmentations=config.augment_multiplicity,
-    )
+    plan = training_plan(config)
     sample_rate = plan.sample_rate(num_records)
     round_steps = plan.steps(num_records)
     metrics: dict[str, float | int] = {"num-examples": num_records, "server-round": server_round}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -17,6 +18,8 @@ from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
 from client.app import app as client_app
+from client.data import training_record_counts
+from client.local_round import warm_noise_calibrations
 from server.app import make_server_app
 from server.results import RoundRecord
 from simulations import dispatch
@@ -25,7 +28,9 @@ from simulations.feasibility import check_feasible
 from task.config import RunConfig
 from task.feature_cache import share_between_processes
 
-__all__ = ["backend_config", "check_feasible", "run_apps", "simulate"]
+log = logging.getLogger(__name__)
+
+__all__ = ["backend_config", "check_feasible", "run_apps", "simulate", "start_noise_calibrations"]
 
 
 def backend_config(cpus: int | None = None) -> dict:
@@ -49,12 +54,38 @@ def simulate(
     """
     share_between_processes()  # the data decoded here is mapped by the actors, not decoded again
     check_feasible(config, num_clients)
+    start_noise_calibrations(config, num_clients)
     summaries: list[dict] = []
     run_apps(make_server_app(config, on_round=on_round, on_summary=summaries.append),
              client_app, num_clients, verbose)
     if not summaries:
         raise RuntimeError("the simulation ended without a summary; see the log above")
     return summaries[0]
+
+
+_calibrations_started: set[tuple[str, int]] = set()
+
+
+def start_noise_calibrations(config: RunConfig, num_clients: int) -> None:
+    """Calibrate, on a background thread, the noise the clients will need in their first
+    round (:func:`client.local_round.warm_noise_calibrations`), once per run setting.
+
+    Ray's start keeps one of two cores busy for about 5 s while the other waits; the
+    calibrations land in the run's shared folder, and a client that needs one before it is
+    there calibrates it itself, as it always did. Errors are left to the clients to report.
+    """
+    key = (repr(config), num_clients)
+    if key in _calibrations_started:
+        return
+    _calibrations_started.add(key)
+
+    def calibrate() -> None:
+        try:
+            warm_noise_calibrations(config, training_record_counts(config, num_clients))
+        except Exception:  # noqa: BLE001  (a client meets and reports the same problem)
+            log.debug("noise calibration ahead of the clients failed", exc_info=True)
+
+    threading.Thread(target=calibrate, name="fedshield-calibrate", daemon=True).start()
 
 
 def run_apps(server: ServerApp, client: ClientApp, num_clients: int,
