@@ -96,7 +96,9 @@ def calibrated_noise(config: RunConfig, sample_rate: float, total_steps: int) ->
     return float(meta["noise-multiplier"])
 
 
-def warm_noise_calibrations(config: RunConfig, record_counts: Sequence[int], limit: int = 2) -> None:
+def warm_noise_calibrations(
+    config: RunConfig, record_counts: Sequence[int], limit: int = 2
+) -> None:
     """Calibrate (:func:`calibrated_noise`) as the first round of clients holding
     ``record_counts`` training records will, for the first ``limit`` distinct calibrations
     they need. Equal splits need one or two; a skewed split can need one per client, and
@@ -107,7 +109,8 @@ def warm_noise_calibrations(config: RunConfig, record_counts: Sequence[int], lim
     wanted: dict[tuple[float, int], None] = {}
     for count in record_counts:
         if count > 0 and config.delta < 1.0 / count:
-            wanted.setdefault((plan.sample_rate(count), config.num_server_rounds * plan.steps(count)))
+            total_steps = config.num_server_rounds * plan.steps(count)
+            wanted.setdefault((plan.sample_rate(count), total_steps))
     for sample_rate, total_steps in list(wanted)[:limit]:
         calibrated_noise(config, sample_rate, total_steps)
 

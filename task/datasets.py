@@ -241,7 +241,8 @@ def _load_cached(
     """The decoded dataset: decoded here, or mapped from the simulation's shared folder
     when another of its processes decoded it already (:func:`task.feature_cache.shared_arrays`)."""
     key = f"dataset|v{_DECODING_VERSION}|{name}|{root}|{seed}|{image_size}"
-    arrays, meta = shared_arrays(key, lambda: _as_arrays(_load_splits(name, root, seed, image_size)))
+    decode = functools.partial(_load_splits, name, root, seed, image_size)
+    arrays, meta = shared_arrays(key, lambda: _as_arrays(decode()))
     return _from_arrays(arrays, meta)
 
 

@@ -13,9 +13,10 @@ shared until written, which training never does). Because the name is the images
 digest, a file can only ever hold the features of exactly those images: there is nothing
 to invalidate, and the runs of a sweep in one driver process share them too.
 
-Decoded datasets go the same way (:func:`shared_arrays`, used by
-:func:`task.datasets.load_dataset`): the driver decodes the data before Ray starts, and
-each actor maps the arrays instead of decoding again in its first round (for the bundled
+Decoded datasets and noise calibrations go the same way (:func:`shared_arrays`, used by
+:func:`task.datasets.load_dataset` and :func:`client.local_round.calibrated_noise`): the
+driver decodes the data before Ray starts and calibrates while it starts, and each actor
+reads the results instead of computing them again in its first round (for the bundled
 digits that also spares each actor importing scikit-learn, 0.9 s).
 
 The folder is named by the environment variable :data:`FEATURE_CACHE_ENV`, which the
@@ -44,7 +45,7 @@ import torch
 __all__ = ["FEATURE_CACHE_ENV", "share_between_processes", "shared_arrays", "shared_folder",
            "shared_inputs"]
 
-#: The folder of the shared features; unset, every process computes its own.
+#: The folder of the shared files; unset, every process computes its own.
 FEATURE_CACHE_ENV = "FEDSHIELD_FEATURE_CACHE"
 
 

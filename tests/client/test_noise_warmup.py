@@ -57,7 +57,8 @@ def test_a_calibration_made_ahead_is_read_by_the_client_process(monkeypatch, tmp
     out = subprocess.run(
         [sys.executable, "-c", READ_WITHOUT_CALIBRATING, json.dumps(settings),
          repr(sample_rate), str(total_steps)],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ, FEATURE_CACHE_ENV: str(tmp_path)},
+        cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, FEATURE_CACHE_ENV: str(tmp_path)},
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == expected

@@ -155,8 +155,10 @@ def test_a_mapped_dataset_equals_the_decoded_one_and_a_broken_entry_is_redone(
     clear_cache()
     mapped = load_dataset("digits", None, 5)
     for a, b in ((decoded, stored), (decoded, mapped)):
-        assert torch.equal(a.train.images, b.train.images) and torch.equal(a.test.labels, b.test.labels)
-        assert (a.classes, a.train.mean, a.test.std, a.source) == (b.classes, b.train.mean, b.test.std, b.source)
+        assert torch.equal(a.train.images, b.train.images)
+        assert torch.equal(a.test.labels, b.test.labels)
+        assert (a.classes, a.train.mean, a.test.std, a.source) == (
+            b.classes, b.train.mean, b.test.std, b.source)
     (entry / "meta.json").write_text("{not json")
     clear_cache()
     again = load_dataset("digits", None, 5)
