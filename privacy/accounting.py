@@ -163,9 +163,9 @@ def calibrate_noise(
         fresh.history = [(math.exp(x), sample_rate, steps)]
         return math.log(float(fresh.get_epsilon(delta=delta)) / target_epsilon)
 
-    step = math.log(4.0)
     x_lo = x_hi = 0.0  # sigma = 1
     f_lo = f_hi = gap(0.0)
+    step = math.log(4.0)
     while f_hi > 0:  # too little noise: step up until the target is met
         x_lo, f_lo = x_hi, f_hi
         x_hi += step
