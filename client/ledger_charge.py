@@ -228,13 +228,16 @@ class ClientLedger:
             return record
         ledger = self._ledger()
         head = ledger.head()
-        entries = ledger.entries(client_id=self.client_id)
         held = round_config or {}
         held_seq = held.get(HELD_SEQ_KEY)
-        # Anything else than this ledger's id and a count is ignored: everything is sent.
+        after_seq = None  # anything else than this ledger's id and a count: send everything
         if (held.get(HELD_LEDGER_KEY) == ledger.ledger_id and isinstance(held_seq, int)
                 and not isinstance(held_seq, bool)):
-            entries = [entry for entry in entries if entry.seq > held_seq]
+            after_seq = held_seq
+        if after_seq is not None and (head is None or after_seq >= head.seq):
+            entries: list[LedgerEntry] = []  # nothing after it (and no query with a huge int)
+        else:
+            entries = ledger.entries(client_id=self.client_id, after_seq=after_seq)
         record["ledger-id"] = ledger.ledger_id
         record.update(
             {

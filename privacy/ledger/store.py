@@ -425,13 +425,19 @@ class PrivacyLedger:
 
     # -- reading --------------------------------------------------------------------
 
-    def entries(self, run_id: str | None = None, client_id: str | None = None) -> list[LedgerEntry]:
-        """Entries in the order they were written, optionally for one run and/or client."""
+    def entries(
+        self, run_id: str | None = None, client_id: str | None = None,
+        after_seq: int | None = None,
+    ) -> list[LedgerEntry]:
+        """Entries in the order they were written, optionally for one run and/or client,
+        and only those whose ``seq`` exceeds ``after_seq``."""
         query = select(ledger_entries).order_by(ledger_entries.c.position)
         if run_id is not None:
             query = query.where(ledger_entries.c.run_id == run_id)
         if client_id is not None:
             query = query.where(ledger_entries.c.client_id == client_id)
+        if after_seq is not None:
+            query = query.where(ledger_entries.c.seq > after_seq)
         with self._read() as conn:
             return [_row_to_entry(row) for row in conn.execute(query)]
 
