@@ -37,10 +37,12 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["FEATURE_CACHE_ENV", "share_between_processes", "shared_arrays", "shared_folder",
            "shared_inputs"]
@@ -72,6 +74,8 @@ def shared_inputs(
 ) -> torch.Tensor:
     """``compute(images)``, read from the shared folder when another process of the
     simulation has computed it already, and written there otherwise."""
+    import torch  # here, not above: the driver names the folder before it imports torch
+
     folder = shared_folder()
     if folder is None:
         return compute(images)
