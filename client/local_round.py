@@ -84,11 +84,10 @@ def calibrated_noise(config: RunConfig, sample_rate: float, total_steps: int) ->
     """``calibrate_noise`` for the run's target over ``total_steps`` at ``sample_rate``.
 
     In a simulation the result is shared through the run's private folder
-    (:func:`task.feature_cache.shared_arrays`), where the driver puts the calibrations its
-    clients will need while Ray starts (:func:`warm_noise_calibrations`): otherwise every
-    actor calibrates the same sigma in its first round (about a second each). The key holds
-    every argument, so a stored sigma is exactly the one this process would compute. The
-    client's epsilon is still computed by its own accountant every round.
+    (:func:`task.feature_cache.shared_arrays`), where the driver puts what its clients will
+    need while Ray starts (:func:`warm_accounting`): otherwise every actor calibrates the
+    same sigma in its first round (about a second each). The key holds every argument, so a
+    stored sigma is exactly the one this process would compute.
     """
     args = (config.target_epsilon, config.delta, sample_rate, total_steps, config.accountant)
     _, meta = shared_arrays(f"calibration|{args!r}",
@@ -96,23 +95,47 @@ def calibrated_noise(config: RunConfig, sample_rate: float, total_steps: int) ->
     return float(meta["noise-multiplier"])
 
 
-def warm_noise_calibrations(
-    config: RunConfig, record_counts: Sequence[int], limit: int = 2
-) -> None:
-    """Calibrate (:func:`calibrated_noise`) as the first round of clients holding
-    ``record_counts`` training records will, for the first ``limit`` distinct calibrations
-    they need. Equal splits need one or two; a skewed split can need one per client, and
-    those would compete with the clients themselves for the cores."""
-    if not (config.dp and config.calibrates_noise):
+def shared_epsilon(history: Sequence[DPStep], delta: float, accountant: str) -> float:
+    """``compute_epsilon(history, delta, accountant)``, shared like :func:`calibrated_noise`.
+
+    Clients of an equal split spend the same epsilon at their k-th round, and the driver
+    computes those ahead (:func:`warm_accounting`): an actor that finds them all never
+    imports Opacus. The key is the whole merged history, so a stored epsilon is exactly the
+    one this process would compute, rounded up as always.
+    """
+    if sum(step.steps for step in history) == 0:
+        return 0.0
+    args = (tuple(history), delta, accountant)
+    _, meta = shared_arrays(f"epsilon|{args!r}",
+                            lambda: ({}, {"epsilon": compute_epsilon(*args)}))
+    return float(meta["epsilon"])
+
+
+def warm_accounting(config: RunConfig, record_counts: Sequence[int], limit: int = 2) -> None:
+    """Compute, as the clients holding ``record_counts`` training records will, their noise
+    multipliers (:func:`calibrated_noise`) and the epsilon after each of their rounds
+    (:func:`shared_epsilon`), for the first ``limit`` distinct settings they need. Equal
+    splits need one or two; a skewed split can need one per client, and those would
+    compete with the clients themselves for the cores.
+
+    A client that trains in k rounds with sigma, sample rate q and s steps a round has the
+    history ``[(sigma, q, k * s)]`` (:func:`privacy.accounting.merge_history`), k <= R.
+    """
+    if not config.dp:
         return
     plan = training_plan(config)
-    wanted: dict[tuple[float, int], None] = {}
+    settings: dict[tuple[float, int], None] = {}
     for count in record_counts:
         if count > 0 and config.delta < 1.0 / count:
-            total_steps = config.num_server_rounds * plan.steps(count)
-            wanted.setdefault((plan.sample_rate(count), total_steps))
-    for sample_rate, total_steps in list(wanted)[:limit]:
-        calibrated_noise(config, sample_rate, total_steps)
+            settings.setdefault((plan.sample_rate(count), plan.steps(count)))
+    mechanisms = []
+    for sample_rate, round_steps in list(settings)[:limit]:
+        sigma, _ = _noise_plan(config, sample_rate, round_steps, None)
+        mechanisms.append((sigma, sample_rate, round_steps))
+    for rounds in range(1, config.num_server_rounds + 1):  # every client's first round first
+        for sigma, sample_rate, round_steps in mechanisms:
+            shared_epsilon([DPStep(sigma, sample_rate, rounds * round_steps)], config.delta,
+                           config.accountant)
 
 
 def run_local_round(
@@ -147,7 +170,7 @@ def run_local_round(
         sigma, plan_record = _noise_plan(config, sample_rate, round_steps, planned_noise)
         plan = LocalTrainingPlan(**{**plan.__dict__, "noise_multiplier": sigma})
         projected = merge_history(history, DPStep(sigma, sample_rate, round_steps))
-        epsilon = compute_epsilon(projected, config.delta, config.accountant)
+        epsilon = shared_epsilon(projected, config.delta, config.accountant)
         if budget is None:
             budget = config.target_epsilon if config.calibrates_noise else math.inf
         metrics.update(
@@ -159,7 +182,7 @@ def run_local_round(
             }
         )
         if epsilon > budget:
-            metrics["epsilon"] = compute_epsilon(history, config.delta, config.accountant)
+            metrics["epsilon"] = shared_epsilon(history, config.delta, config.accountant)
             return LocalRoundOutcome(
                 history=list(history),
                 metrics=metrics,

@@ -138,9 +138,9 @@ def _prepare_simulation(config: RunConfig, num_clients: int) -> str:
         check_feasible(config, num_clients)
     except (ConfigError, DataRootError, PartitionError) as error:
         return str(error)
-    from simulations.run import start_noise_calibrations  # its imports take the time
+    from simulations.run import start_warm_accounting  # its imports take the time
 
-    start_noise_calibrations(config, num_clients)  # meanwhile, on the core Ray leaves idle
+    start_warm_accounting(config, num_clients)  # meanwhile, on the core Ray leaves idle
     return ""
 
 

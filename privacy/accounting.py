@@ -18,6 +18,11 @@ Accountants (both from Opacus):
 
 Reported epsilons are rounded *up* to ``EPSILON_DECIMALS`` places so that no report
 ever under-states the privacy spent.
+
+Opacus is imported when an accountant is first built, not with this module: its package
+brings in its optimizers (and with them ``torch.distributed.tensor``), SciPy's statistics
+and SymPy, about 2.8 s of a simulation actor's start, and an actor whose epsilons were
+computed ahead (:func:`client.local_round.shared_epsilon`) never needs it.
 """
 
 from __future__ import annotations
@@ -27,11 +32,10 @@ import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from opacus.accountants import IAccountant, PRVAccountant, create_accountant
-from opacus.accountants.utils import MAX_SIGMA
-
-from privacy.prv_domain import CachedDomainPRVAccountant
+if TYPE_CHECKING:
+    from opacus.accountants import IAccountant
 
 EPSILON_DECIMALS = 4
 #: PRV: width of the error interval as a share of epsilon (upper bound minus estimate).
@@ -64,7 +68,11 @@ def round_up(epsilon: float, decimals: int = EPSILON_DECIMALS) -> float:
 def new_accountant(name: str) -> IAccountant:
     """A fresh Opacus accountant of kind ``name`` (``"prv"``, ``"rdp"``, ``"gdp"``)."""
     if name == "prv":
+        from privacy.prv_domain import CachedDomainPRVAccountant
+
         return CachedDomainPRVAccountant()
+    from opacus.accountants import create_accountant
+
     return create_accountant(mechanism=name)
 
 
@@ -117,6 +125,8 @@ def accountant_epsilon(accountant: IAccountant, delta: float) -> float:
     (0.01 wide) is wider than ``PRV_RELATIVE_ERROR * epsilon``, epsilon is computed again
     on a finer mesh; both results are valid upper bounds, so the smaller one is kept.
     """
+    from opacus.accountants import PRVAccountant
+
     epsilon = float(accountant.get_epsilon(delta=delta))
     if isinstance(accountant, PRVAccountant):
         wanted = max(PRV_RELATIVE_ERROR * epsilon, PRV_MIN_ERROR)
@@ -157,6 +167,8 @@ def calibrate_noise(
     [0, 20] instead and needs 12-17 of them, each costing 0.1-0.4 s with PRV. Only a sigma
     whose epsilon was evaluated at or below the target is ever returned.
     """
+    from opacus.accountants.utils import MAX_SIGMA
+
     fresh = new_accountant(accountant)
 
     def gap(x: float) -> float:

@@ -8,7 +8,6 @@ to the returned engine has already seen every earlier step of this client.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 
@@ -19,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from privacy.accounting import DPStep, build_accountant
+from privacy.seeds import unpredictable_seed
 
 # Opacus warns that secure_mode is off; the sample and noise are seeded from os.urandom
 # instead (see the module docstring). The backward-hook notice concerns inputs, which
@@ -71,8 +71,3 @@ def _unpredictably_sampled(data_loader: DataLoader) -> DataLoader:
         num_workers=data_loader.num_workers,
         generator=torch.Generator().manual_seed(unpredictable_seed()),
     )
-
-
-def unpredictable_seed() -> int:
-    """A 63-bit seed from the operating system's CSPRNG."""
-    return int.from_bytes(os.urandom(8), "little") >> 1

@@ -48,7 +48,7 @@ per-record terms (no layer mixes records: no BatchNorm). :class:`LayerTaps` rais
 ``TypeError`` otherwise; use the Opacus engine for anything else.
 
 Randomness: the Poisson sample and the noise come from generators seeded from the
-operating system's CSPRNG (:func:`privacy.dpsgd.unpredictable_seed`). The accountant
+operating system's CSPRNG (:func:`privacy.seeds.unpredictable_seed`). The accountant
 sees one step per Poisson batch, empty batches included, in the history format of
 :mod:`privacy.accounting`.
 """
@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from privacy.accounting import DPStep, merge_history
-from privacy.dpsgd import unpredictable_seed
+from privacy.seeds import unpredictable_seed
 
 __all__ = [
     "FastDPSGD",

@@ -7,6 +7,7 @@ not a cluster start-up.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -19,7 +20,7 @@ from flwr.simulation import run_simulation
 
 from client.app import app as client_app
 from client.data import training_record_counts
-from client.local_round import warm_noise_calibrations
+from client.local_round import warm_accounting
 from server.app import make_server_app
 from server.results import RoundRecord
 from simulations import dispatch
@@ -30,7 +31,12 @@ from task.feature_cache import share_between_processes
 
 log = logging.getLogger(__name__)
 
-__all__ = ["backend_config", "check_feasible", "run_apps", "simulate", "start_noise_calibrations"]
+# Opacus' accountants load with the driver, not on its accounting thread while Ray starts
+# (start_warm_accounting); the clients load them only if they must (privacy.accounting).
+importlib.import_module("privacy.prv_domain")
+
+__all__ = ["backend_config", "check_feasible", "run_apps", "simulate",
+           "start_warm_accounting"]
 
 
 def backend_config(cpus: int | None = None) -> dict:
@@ -54,7 +60,7 @@ def simulate(
     """
     share_between_processes()  # the data decoded here is mapped by the actors, not decoded again
     check_feasible(config, num_clients)
-    start_noise_calibrations(config, num_clients)
+    start_warm_accounting(config, num_clients)
     summaries: list[dict] = []
     run_apps(make_server_app(config, on_round=on_round, on_summary=summaries.append),
              client_app, num_clients, verbose)
@@ -63,29 +69,29 @@ def simulate(
     return summaries[0]
 
 
-_calibrations_started: set[tuple[str, int]] = set()
+_accounting_started: set[tuple[str, int]] = set()
 
 
-def start_noise_calibrations(config: RunConfig, num_clients: int) -> None:
-    """Calibrate, on a background thread, the noise the clients will need in their first
-    round (:func:`client.local_round.warm_noise_calibrations`), once per run setting.
+def start_warm_accounting(config: RunConfig, num_clients: int) -> None:
+    """Compute, on a background thread, the noise multipliers and epsilons the clients
+    will need (:func:`client.local_round.warm_accounting`), once per run setting.
 
     Ray's start keeps one of two cores busy for about 5 s while the other waits; the
-    calibrations land in the run's shared folder, and a client that needs one before it is
-    there calibrates it itself, as it always did. Errors are left to the clients to report.
+    results land in the run's shared folder, and a client that needs one before it is
+    there computes it itself, as it always did. Errors are left to the clients to report.
     """
     key = (repr(config), num_clients)
-    if key in _calibrations_started:
+    if key in _accounting_started:
         return
-    _calibrations_started.add(key)
+    _accounting_started.add(key)
 
-    def calibrate() -> None:
+    def account() -> None:
         try:
-            warm_noise_calibrations(config, training_record_counts(config, num_clients))
+            warm_accounting(config, training_record_counts(config, num_clients))
         except Exception:  # noqa: BLE001  (a client meets and reports the same problem)
-            log.debug("noise calibration ahead of the clients failed", exc_info=True)
+            log.debug("accounting ahead of the clients failed", exc_info=True)
 
-    threading.Thread(target=calibrate, name="fedshield-calibrate", daemon=True).start()
+    threading.Thread(target=account, name="fedshield-accounting", daemon=True).start()
 
 
 def run_apps(server: ServerApp, client: ClientApp, num_clients: int,
