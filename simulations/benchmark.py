@@ -20,6 +20,11 @@ Each section runs its configurations side by side and reports ratios as well as 
     A second table splits each run's first round into phases read from Ray's timeline
     (:mod:`simulations.startup`): Ray's start, the actors' processes, their imports, their
     first reply.
+``startup``
+    time to the first round of the same run (10 digits clients, DP, secure aggregation),
+    ``--startup-repeat`` (3) times with Ray started by the run, then as often on one Ray
+    started once beforehand and shared by the runs (:func:`simulations.cluster.shared_ray`,
+    as a sweep does); medians, and each run's phases.
 ``secagg``
     round time with and without secure aggregation at 10, 50 and 100 clients, same data
     and clients (:mod:`simulations.bench_secagg`), then again at 100 clients with
@@ -53,7 +58,7 @@ from simulations.memory import PeakRSS
 from simulations.startup import STARTUP_COLUMNS, StartupPhases, startup_phases, startup_row
 from task.config import resolve_config
 
-SECTIONS = ("dpsgd", "rounds", "secagg", "scale")
+SECTIONS = ("dpsgd", "rounds", "startup", "secagg", "scale")
 OUT_DIR = "runs/benchmark"
 
 
@@ -172,6 +177,32 @@ def section_rounds(args: argparse.Namespace, console: Console, parallelism: int)
     return {"results": [asdict(r) for r in runs]}
 
 
+def section_startup(args: argparse.Namespace, console: Console, parallelism: int) -> dict:
+    from simulations.cluster import shared_ray
+
+    overrides = {"scenario": "digits", "num-server-rounds": 4}
+    runs: dict[str, list[RunMeasurement]] = {"own Ray": [], "shared Ray": []}
+    for index in range(args.startup_repeat):
+        console.print(f"[bold]startup[/]: Ray started by the run ({index + 1})")
+        runs["own Ray"].append(measure_run(f"own Ray {index + 1}", overrides, 10, parallelism))
+    with shared_ray(parallelism):
+        for index in range(args.startup_repeat):
+            console.print(f"[bold]startup[/]: on a shared Ray ({index + 1})")
+            runs["shared Ray"].append(
+                measure_run(f"shared Ray {index + 1}", overrides, 10, parallelism))
+    every = [run for group in runs.values() for run in group]
+    medians = {name: statistics.median(r.time_to_first_round for r in group)
+               for name, group in runs.items()}
+    print_table(console, f"time to the first round, 10 digits clients ({parallelism} cores)",
+                RUN_COLUMNS, _run_rows(every))
+    print_table(console, "where the first round goes: seconds from the start of the run",
+                STARTUP_COLUMNS, _startup_rows(every))
+    print_table(console, "median time to the first round", ("Ray", "runs", "seconds"),
+                [[name, str(len(runs[name])), f"{seconds:.1f}"] for name, seconds in medians.items()])
+    return {"median_time_to_first_round": medians,
+            "results": {name: [asdict(r) for r in group] for name, group in runs.items()}}
+
+
 def section_scale(args: argparse.Namespace, console: Console, parallelism: int) -> dict:
     per_round = args.per_round
     runs = []
@@ -223,6 +254,7 @@ def section_dpsgd(args: argparse.Namespace, console: Console, parallelism: int) 
 RUNNERS: dict[str, Callable[[argparse.Namespace, Console, int], dict[str, Any]]] = {
     "dpsgd": section_dpsgd,
     "rounds": section_rounds,
+    "startup": section_startup,
     "secagg": section_secagg,
     "scale": section_scale,
 }
@@ -246,10 +278,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--records-per-client", type=int, default=16)
     parser.add_argument("--scale-rounds", type=int, default=5)
     parser.add_argument("--dpsgd-trials", type=int, default=7)
+    parser.add_argument("--startup-repeat", type=int, default=3,
+                        help="runs of the startup section, each way (own Ray, shared Ray)")
     parser.add_argument("--json", default="benchmarks/benchmark.json", help="output file")
     args = parser.parse_args(argv)
-    if args.secagg_repeat < 1:
-        parser.error(f"--secagg-repeat must be >= 1, got {args.secagg_repeat}")
+    for flag in ("secagg_repeat", "startup_repeat"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     parallelism = os.cpu_count() or 1
     console = Console(width=160)
     sections: dict[str, Any] = {}

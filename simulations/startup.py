@@ -52,8 +52,9 @@ def startup_phases(events: Iterable[Mapping[str, Any]], started: float) -> Start
     """The phases of :mod:`this module <simulations.startup>` in ``events`` (Chrome trace
     events from ``ray.timeline()``, timestamps in microseconds since the epoch), counted
     from ``started`` (``time.time()`` at the start of the run). A phase Ray did not record
-    is ``nan``."""
-    spans = [e for e in events if e.get("ph") == "X" and "ts" in e]
+    is ``nan``. Events from before ``started`` (earlier runs on a shared Ray) are ignored."""
+    spans = [e for e in events
+             if e.get("ph") == "X" and "ts" in e and float(e["ts"]) / 1e6 >= started]
     requested = [float(e["ts"]) for e in spans
                  if e.get("cat") == SUBMIT and str(e.get("tid", "")).startswith("driver")]
     ready: dict[str, float] = {}

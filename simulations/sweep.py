@@ -129,9 +129,16 @@ def run_sweep(
     runner: Runner | None = None,
     on_run: Callable[[int, SweepRun], None] | None = None,
 ) -> list[SweepRun]:
-    """Run every config in turn (``runner`` defaults to ``simulations.run.simulate``)."""
+    """Run every config in turn (``runner`` defaults to ``simulations.run.simulate``, on
+    one Ray shared by every run: :func:`simulations.cluster.shared_ray`)."""
     if runner is None:
-        from simulations.run import simulate as runner  # Ray and Flower load only here
+        import os
+
+        from simulations.cluster import shared_ray  # Ray and Flower load only here
+        from simulations.run import simulate
+
+        with shared_ray(os.cpu_count() or 1):
+            return run_sweep(configs, num_clients, simulate, on_run)
     runs: list[SweepRun] = []
     for index, config in enumerate(configs):
         summary = runner(config, num_clients)

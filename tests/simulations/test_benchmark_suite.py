@@ -39,6 +39,21 @@ def test_suite_writes_each_section_with_machine_and_ratios(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
+def test_startup_section_runs_with_its_own_ray_then_on_a_shared_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(benchmark, "OUT_DIR", str(tmp_path / "runs"))
+    out = tmp_path / "benchmark.json"
+    benchmark.main(["--sections", "startup", "--startup-repeat", "1", "--json", str(out)])
+    section = json.loads(out.read_text())["sections"]["startup"]
+    assert set(section["median_time_to_first_round"]) == {"own Ray", "shared Ray"}
+    for name, (run,) in section["results"].items():
+        assert run["rounds"] == 4 and run["clients_per_round"] == 10, name
+        assert section["median_time_to_first_round"][name] == run["time_to_first_round"] > 0
+        startup = run["startup"]  # the shared Ray's earlier runs are not counted
+        assert startup["actors"] >= 1
+        assert 0 <= startup["actors_requested"] < startup["actors_ready"] < startup["app_loaded"]
+
+
+@pytest.mark.slow
 def test_secure_aggregation_benchmark_runs_pairs_of_both_sides_on_the_chosen_workload(tmp_path):
     out = tmp_path / "secagg.json"
     bench_secagg.main(["--clients", "3", "--rounds", "2", "--set", "partitioning=sampled",

@@ -1,11 +1,16 @@
-"""Ray starts on the main thread while the driver's preparations run beside it."""
+"""Ray starts on the main thread while the driver's preparations run beside it, and one
+Ray can serve many simulations in turn."""
 
+import os
+import socket
 import threading
 
 import pytest
 import ray
 
-from simulations.cluster import start_ray_during, stop_ray
+from simulations.cluster import RAY_ADDRESS_ENV, shared_ray, start_ray_during, stop_ray
+from simulations.run import simulate
+from task.config import resolve_config
 
 
 def test_preparations_run_beside_ray_and_their_errors_come_back():
@@ -20,3 +25,31 @@ def test_preparations_run_beside_ray_and_their_errors_come_back():
     finally:
         stop_ray()
     assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_simulations_in_turn_share_one_ray_and_it_stops_after(tmp_path, monkeypatch):
+    monkeypatch.delenv(RAY_ADDRESS_ENV, raising=False)
+    config = resolve_config({"scenario": "digits", "num-server-rounds": 1,
+                             "out-dir": str(tmp_path)})
+    used: list[str] = []
+    with shared_ray(2) as address:
+        assert os.environ[RAY_ADDRESS_ENV] == address
+        for _ in range(2):
+            summary = simulate(config, 2, on_round=lambda record: used.append(
+                ray.get_runtime_context().gcs_address))
+            assert summary["rounds_completed"] == 1
+            assert not ray.is_initialized()  # Flower disconnected; the shared Ray runs on
+    assert used == [address, address]
+    assert RAY_ADDRESS_ENV not in os.environ
+    host, port = address.rsplit(":", 1)
+    with pytest.raises(OSError):
+        socket.create_connection((host, int(port)), timeout=5).close()
+
+
+def test_a_ray_that_cannot_start_is_reported(monkeypatch):
+    monkeypatch.delenv(RAY_ADDRESS_ENV, raising=False)
+    with pytest.raises(RuntimeError, match="Ray did not start .*exit status 2"):
+        with shared_ray(0):
+            pass
+    assert RAY_ADDRESS_ENV not in os.environ

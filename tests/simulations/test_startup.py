@@ -36,3 +36,14 @@ def test_a_timeline_without_flowers_actors_gives_no_phases():
     assert phases.actors == 0
     assert all(math.isnan(t) for t in (phases.actors_requested, phases.actors_ready,
                                        phases.app_loaded, phases.first_replies))
+
+
+def test_an_earlier_run_on_a_shared_ray_is_not_counted():
+    earlier = [_span(SUBMIT, "driver:01", 50.0, 0.01), _span(ACTOR_INIT, "worker:old", 51.0, 0.5),
+               _span(ACTOR_RUN, "worker:old", 52.0, 9.0), _span(DESERIALIZE, "worker:old", 52.0, 1.0)]
+    now = [_span(SUBMIT, "driver:02", 101.0, 0.01), _span(ACTOR_INIT, "worker:new", 101.5, 0.5),
+           _span(ACTOR_RUN, "worker:new", 102.5, 2.0), _span(DESERIALIZE, "worker:new", 102.5, 1.5)]
+    phases = startup_phases(earlier + now, started=100.0)
+    assert phases.actors == 1
+    assert math.isclose(phases.actors_requested, 1.0)
+    assert math.isclose(phases.first_replies, 4.5)
