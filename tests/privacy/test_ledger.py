@@ -189,6 +189,43 @@ def test_sqlite_runs_in_wal_mode_with_synchronous_full(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
 
 
+def _open_files(path: Path) -> list[str]:
+    """What of ``path`` (the file, its WAL or its shared memory) this process holds open."""
+    links = (os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+             if os.path.exists(f"/proc/self/fd/{fd}"))
+    return [link for link in links if link.startswith(str(path))]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to list open files")
+def test_a_closed_ledger_holds_no_file_and_reopening_reads_the_file_as_it_is_now(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "l.sqlite"
+    signer = ClientSigner.generate()
+    with PrivacyLedger(path) as ledger:
+        ledger.enroll("a", signer.public_key)
+        first = ledger.append(_charge("a", 1, 1.0), signer)
+        first_id = ledger.ledger_id
+    assert _open_files(path) == []
+    saved = path.read_bytes()  # cleanly closed: the WAL is checkpointed into the file
+    with PrivacyLedger(path) as ledger:
+        ledger.append(_charge("a", 2, 2.0), signer)
+    path.write_bytes(saved)  # the file restored from the copy, as a backup would be
+    with PrivacyLedger(path, create=False) as reopened:
+        assert reopened.entries() == [first] and reopened.ledger_id == first_id
+    path.unlink()
+    with PrivacyLedger(path) as fresh:  # a new file at the same path is a new ledger
+        assert fresh.entries() == [] and fresh.ledger_id != first_id
+    assert _open_files(path) == []
+
+
+def test_in_memory_ledgers_are_separate_databases() -> None:
+    with PrivacyLedger("sqlite://") as one, PrivacyLedger("sqlite://") as two:
+        one.enroll("a", ClientSigner.generate().public_key)
+        assert one.ledger_id != two.ledger_id
+        assert one.clients() == ["a"] and two.clients() == []
+
+
 # -- enrolment and append rules --------------------------------------------------------
 
 
