@@ -106,7 +106,7 @@ def train_locally(
     trained_model: nn.Module = model
     engine = None
     if plan.noise_multiplier is not None:
-        # Imported here: Opacus' engine costs a simulation actor about 1.5 s of imports,
+        # Imported here: the Opacus package costs a simulation actor about 2.8 s of imports,
         # and the default engine does not use it.
         from privacy.dpsgd import make_private
 
