@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,12 +111,18 @@ def shared_epsilon(history: Sequence[DPStep], delta: float, accountant: str) -> 
     return float(meta["epsilon"])
 
 
-def warm_accounting(config: RunConfig, record_counts: Sequence[int], limit: int = 2) -> None:
+def warm_accounting(
+    config: RunConfig,
+    record_counts: Sequence[int],
+    limit: int = 2,
+    before_round: Callable[[int], bool] = lambda server_round: True,
+) -> None:
     """Compute, as the clients holding ``record_counts`` training records will, their noise
     multipliers (:func:`calibrated_noise`) and the epsilon after each of their rounds
     (:func:`shared_epsilon`), for the first ``limit`` distinct settings they need. Equal
     splits need one or two; a skewed split can need one per client, and those would
-    compete with the clients themselves for the cores.
+    compete with the clients themselves for the cores. ``before_round(k)`` is called
+    before the epsilons of round k: it may wait, and it stops the work by returning False.
 
     A client that trains in k rounds with sigma, sample rate q and s steps a round has the
     history ``[(sigma, q, k * s)]`` (:func:`privacy.accounting.merge_history`), k <= R.
@@ -133,6 +139,8 @@ def warm_accounting(config: RunConfig, record_counts: Sequence[int], limit: int 
         sigma, _ = _noise_plan(config, sample_rate, round_steps, None)
         mechanisms.append((sigma, sample_rate, round_steps))
     for rounds in range(1, config.num_server_rounds + 1):  # every client's first round first
+        if not before_round(rounds):
+            return
         for sigma, sample_rate, round_steps in mechanisms:
             shared_epsilon([DPStep(sigma, sample_rate, rounds * round_steps)], config.delta,
                            config.accountant)

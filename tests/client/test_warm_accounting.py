@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import sys
 from pathlib import Path
 
@@ -115,3 +116,34 @@ def test_nothing_ahead_without_dp_and_no_more_than_the_limit(monkeypatch, tmp_pa
     calibrated = resolve_config({"scenario": "digits", "batch-size": 16, "num-server-rounds": 2})
     warm_accounting(calibrated, [32, 48, 64, 80], limit=1)  # four sample rates
     assert len(list(tmp_path.iterdir())) == 1 + 2  # one sigma, an epsilon for each round
+
+
+def test_the_accounting_stops_where_the_run_says(monkeypatch, tmp_path):
+    monkeypatch.setenv(FEATURE_CACHE_ENV, str(tmp_path))
+    config = resolve_config({"scenario": "digits", "num-server-rounds": 5})
+    asked: list[int] = []
+    warm_accounting(config, training_record_counts(config, 4),
+                    before_round=lambda k: asked.append(k) or k <= 2)
+    assert asked == [1, 2, 3]
+    assert len(list(tmp_path.iterdir())) == 1 + 2  # the sigma and two rounds' epsilons
+
+
+def test_the_pace_keeps_the_accounting_two_rounds_ahead_of_the_run():
+    from simulations.run import AccountingPace
+
+    pace = AccountingPace()
+    assert pace.before_round(1) and pace.before_round(2)
+    answers: list[bool] = []
+    waiting = threading.Thread(target=lambda: answers.append(pace.before_round(4)))
+    waiting.start()
+    pace.round_ended(1)  # round 4 is not due yet
+    waiting.join(0.5)
+    assert waiting.is_alive() and answers == []
+    pace.round_ended(2)
+    waiting.join(10)
+    assert answers == [True]
+    later = threading.Thread(target=lambda: answers.append(pace.before_round(9)))
+    later.start()
+    pace.stop()  # the run is over: nothing more is computed
+    later.join(10)
+    assert answers == [True, False] and pace.stopped
