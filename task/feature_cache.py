@@ -87,8 +87,10 @@ def shared_inputs(
     except (OSError, ValueError):
         path.unlink(missing_ok=True)  # unreadable: computed again below
     features = compute(images)
-    staged = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-    with open(staged, "wb") as handle:
+    # A staging name of its own per writer: two threads of one process (the driver's
+    # accounting and its server) may store the same entry at once.
+    descriptor, staged = tempfile.mkstemp(dir=folder, prefix=f"{path.stem}.", suffix=".tmp")
+    with os.fdopen(descriptor, "wb") as handle:
         np.save(handle, features.numpy())
     os.replace(staged, path)  # atomic: a reader sees no file or the whole of it
     return features
@@ -127,8 +129,7 @@ def shared_arrays(
     except (OSError, ValueError, KeyError, TypeError):
         shutil.rmtree(path, ignore_errors=True)  # unreadable: computed again below
     arrays, meta = compute()
-    staged = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    staged.mkdir()
+    staged = Path(tempfile.mkdtemp(dir=folder, prefix=f"{path.name}.", suffix=".tmp"))
     for name, array in arrays.items():
         np.save(staged / f"{name}.npy", array)
     (staged / "meta.json").write_text(json.dumps({"arrays": list(arrays), "meta": meta}))

@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,33 @@ def test_without_a_folder_arrays_are_computed_every_time(monkeypatch, tmp_path):
 
     assert shared_arrays("k", compute)[1] == {"n": 4} and shared_arrays("k", compute)[1] == {"n": 4}
     assert len(calls) == 2 and list(tmp_path.iterdir()) == []
+
+
+def test_two_threads_storing_one_entry_at_once_both_get_it_and_leave_no_staging(
+    digits, monkeypatch, tmp_path
+):
+    monkeypatch.setenv(FEATURE_CACHE_ENV, str(tmp_path))
+    both_computing = threading.Barrier(2, timeout=30)
+    images = digits[:8]
+
+    def arrays():
+        both_computing.wait()  # neither stores before the other has started computing
+        return {"x": torch.arange(4).numpy()}, {"n": 4}
+
+    def features(batch):
+        both_computing.wait()
+        return batch * 2
+
+    results: list[object] = []
+    for store in (lambda: shared_arrays("k", arrays)[1],
+                  lambda: shared_inputs(images, "m", features)):
+        threads = [threading.Thread(target=lambda: results.append(store())) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert results[:2] == [{"n": 4}, {"n": 4}]
+    assert all(torch.equal(torch.as_tensor(r), images * 2) for r in results[2:4])
+    assert len(results) == 4
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(list(tmp_path.iterdir())) == 2
