@@ -5,11 +5,14 @@ simulation and every 3 s against a SuperLink. The last reply of a round therefor
 0.05 s or 1.5 s on average before the server sees it, once per Message round, and a round
 of secure aggregation has four Message rounds. Here the next pull follows after
 ``FIRST_PULL_INTERVAL`` and the interval grows by ``BACKOFF`` while nothing arrives (up
-to ``MAX_PULL_INTERVAL``), starting small again whenever replies come in.
+to ``MAX_PULL_INTERVAL``), starting small again whenever replies come in. A transport
+that knows when a reply has landed sets :data:`REPLY_LANDED` (the simulation engine does:
+``simulations.dispatch``), and the next pull follows at once instead of at its time.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable
 
@@ -19,6 +22,9 @@ from flwr.serverapp import Grid
 FIRST_PULL_INTERVAL = 0.01
 MAX_PULL_INTERVAL = 0.5
 BACKOFF = 1.5
+#: Set when a reply may have landed; a waiting pull wakes at once. Left unset (a Grid that
+#: cannot tell), the wait is the plain backoff above.
+REPLY_LANDED = threading.Event()
 
 
 def send_and_receive(grid: Grid, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
@@ -29,6 +35,7 @@ def send_and_receive(grid: Grid, messages: Iterable[Message], timeout: float | N
     replies: list[Message] = []
     interval = FIRST_PULL_INTERVAL
     while pending:
+        REPLY_LANDED.clear()  # before the pull: a reply landing after it wakes the wait below
         arrived = list(grid.pull_messages(pending))
         replies.extend(arrived)
         pending.difference_update(m.metadata.reply_to_message_id for m in arrived)
@@ -37,5 +44,5 @@ def send_and_receive(grid: Grid, messages: Iterable[Message], timeout: float | N
         interval = FIRST_PULL_INTERVAL if arrived else min(interval * BACKOFF, MAX_PULL_INTERVAL)
         if deadline is not None:
             interval = min(interval, max(deadline - time.monotonic(), 0.0))
-        time.sleep(interval)
+        REPLY_LANDED.wait(interval)
     return replies

@@ -8,6 +8,7 @@ import time
 import pytest
 from flwr.app import ConfigRecord, Message, RecordDict
 
+from server import messaging
 from server.messaging import send_and_receive
 
 pytestmark = pytest.mark.usefixtures("server_identity")
@@ -55,3 +56,17 @@ def test_returns_what_arrived_when_the_timeout_passes():
     replies = send_and_receive(SlowGrid([0.0, None, 0.02]), _messages(3), timeout=0.5)
     assert sorted(int(r.content["r"]["i"]) for r in replies) == [0, 2]
     assert time.monotonic() - started >= 0.5
+
+
+def test_a_reply_that_signals_its_landing_is_pulled_at_once(monkeypatch):
+    monkeypatch.setattr(messaging, "FIRST_PULL_INTERVAL", 8.0)  # only a wake-up is in time
+
+    class SignallingGrid(SlowGrid):
+        def _answer(self, message: Message, i: int) -> None:
+            super()._answer(message, i)
+            messaging.REPLY_LANDED.set()
+
+    started = time.monotonic()
+    replies = send_and_receive(SignallingGrid([0.3, 0.6]), _messages(2))
+    assert sorted(int(r.content["r"]["i"]) for r in replies) == [0, 1]
+    assert time.monotonic() - started < 4.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from queue import Queue
 
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -17,6 +18,7 @@ from flwr.supercore.run import Run
 from flwr.superlink.federation import NoOpFederationManager
 from flwr.superlink.grid import InMemoryGrid
 
+from server.messaging import REPLY_LANDED
 from simulations import dispatch
 
 pytestmark = pytest.mark.usefixtures("server_identity")
@@ -88,3 +90,31 @@ def test_install_replaces_flowers_dispatcher() -> None:
         assert vce_api.add_messages_to_queue is dispatch.dispatch_pending
     finally:
         vce_api.add_messages_to_queue = original
+
+
+def test_a_stored_message_wakes_the_dispatcher_and_a_stored_reply_wakes_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dispatch, "POLL_INTERVAL", 8.0)  # only a wake-up is in time
+    state, nodes, node_ids, _ = _federation(2, {})
+    queue: Queue[Message] = Queue()
+    stop = threading.Event()
+    worker = threading.Thread(target=dispatch.dispatch_pending, args=(state, queue, nodes, stop))
+    worker.start()
+    try:
+        time.sleep(0.2)  # the dispatcher's first walk found nothing; it now waits
+        message = Message(RecordDict({"c": ConfigRecord({"k": 1})}), dst_node_id=node_ids[0],
+                          message_type="train")
+        message.metadata.__dict__["_run_id"] = 7
+        message.metadata.__dict__["_message_id"] = message.object_id
+        state.store_message_ins(message)
+        delivered = queue.get(timeout=4)
+        assert delivered.metadata.message_id == message.metadata.message_id
+        REPLY_LANDED.clear()
+        reply = Message(RecordDict({"r": ConfigRecord({"k": 1})}), reply_to=delivered)
+        reply.metadata.__dict__["_message_id"] = reply.object_id
+        state.store_message_res(reply)
+        assert REPLY_LANDED.is_set()
+    finally:
+        stop.set()
+        worker.join(timeout=30)
