@@ -12,6 +12,7 @@ from task.model import (
     LeNet,
     ScatterNetClassifier,
     build_model,
+    max_pool_2x2,
     model_input_shape,
     model_inputs,
 )
@@ -44,6 +45,25 @@ def test_default_is_the_seed_network() -> None:
     assert shapes["fc1.weight"] == (120, 400)
     assert shapes["fc2.weight"] == (84, 120)
     assert shapes["fc3.weight"] == (10, 84)
+
+
+@pytest.mark.parametrize("shape", [(5, 6, 28, 28), (3, 16, 10, 10), (2, 4, 7, 9), (1, 1, 2, 3)])
+def test_no_grad_pooling_is_max_pool2d(shape: tuple[int, ...]) -> None:
+    x = torch.randn(*shape)
+    x[0, 0, 0, 0] = float("nan")
+    assert torch.equal(max_pool_2x2(x).isnan(), nn.functional.max_pool2d(x, 2).isnan())
+    assert torch.allclose(max_pool_2x2(x), nn.functional.max_pool2d(x, 2), rtol=0, atol=0,
+                          equal_nan=True)
+
+
+@pytest.mark.parametrize("in_shape", [(3, 32, 32), (1, 28, 28), (1, 29, 31)])
+def test_evaluation_gives_the_logits_of_the_training_forward(in_shape: tuple[int, int, int]) -> None:
+    torch.manual_seed(0)
+    model = build_model(in_shape, 10)
+    x = torch.randn(8, *in_shape)
+    with torch.no_grad():
+        evaluated = model(x)
+    assert torch.equal(evaluated, model(x).detach())
 
 
 @pytest.mark.parametrize(
