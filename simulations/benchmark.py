@@ -15,8 +15,9 @@ Each section runs its configurations side by side and reports ratios as well as 
     beyond a steady one: Ray, the actors' imports, first-use costs), the steady round
     time against the clients' local training inside it (training time divided among the
     parallel client actors), client-rounds per second, peak RSS of the process tree,
-    accuracy and epsilon. The digits split gives each of 10 clients 144 records; one row
-    gives each 600 (partitioning ``sampled``), as many as MNIST split among 100 clients.
+    accuracy and epsilon. The digits split gives each of 10 clients 144 records; two rows
+    give each 600 (partitioning ``sampled``), as many as MNIST split among 100 clients,
+    with secure aggregation (the default, as every other row) and without it.
     A second table splits each run's first round into phases read from Ray's timeline
     (:mod:`simulations.startup`): Ray's start, the actors' processes, their imports, their
     first reply.
@@ -162,6 +163,9 @@ def section_rounds(args: argparse.Namespace, console: Console, parallelism: int)
         ("digits dp, 10 clients", {"scenario": "digits"}, 10),
         ("digits dp, 10 clients, 600 records each",
          {"scenario": "digits", "partitioning": "sampled", "records-per-client": 600}, 10),
+        ("digits dp, 10 clients, 600 records each, plain aggregation",
+         {"scenario": "digits", "partitioning": "sampled", "records-per-client": 600,
+          "secure-aggregation": False}, 10),
     ]
     if args.data_root:
         for scenario in ("hospitals", "banks"):
