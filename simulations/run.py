@@ -23,7 +23,7 @@ from client.data import training_record_counts
 from client.local_round import warm_accounting
 from server.app import make_server_app
 from server.results import RoundRecord
-from simulations import dispatch
+from simulations import actor, dispatch
 from simulations.cluster import ray_init_args, start_ray
 from simulations.feasibility import check_feasible
 from task.config import RunConfig
@@ -149,9 +149,10 @@ def start_warm_accounting(config: RunConfig, num_clients: int) -> AccountingPace
 def run_apps(server: ServerApp, client: ClientApp, num_clients: int,
              verbose: bool = False) -> None:
     """Run ``server`` against ``num_clients`` virtual nodes of ``client`` on
-    Flower's simulation engine, with this project's dispatch (``simulations.dispatch``)
-    and Ray settings (``simulations.cluster``)."""
+    Flower's simulation engine, with this project's dispatch (``simulations.dispatch``),
+    Ray settings (``simulations.cluster``) and client actor (``simulations.actor``)."""
     dispatch.install()
+    actor.install()
     start_ray(os.cpu_count() or 1, quiet=not verbose)
     if not verbose:
         # Flower announces run_simulation's deprecation at WARNING on every run; our own

@@ -1,0 +1,59 @@
+"""The simulation's client actor, defined outside Flower's ``flwr.simulation`` package.
+
+Flower's Ray backend creates its actors from ``flwr.simulation.ray_transport.ray_actor.
+ClientAppActor``. A Ray worker that receives that class imports its module, and with it the
+whole ``flwr.simulation`` package: the simulation runner, the link state, its SQL object
+store and FastAPI, none of which an actor uses. That was about 0.9 s of every actor's
+start in a quiet process (1.5 s with the other actor importing beside it), before the
+actor could import the ClientApp.
+
+:class:`ClientAppActor` does what Flower's does (run the ClientApp on one message and
+context, report a failure as Flower's ``ClientAppException``, leave on ``terminate``) in a
+module that imports only Ray and Flower's ``ClientApp``. :func:`install` has Flower's Ray
+backend create it instead, for in-process simulations (:func:`simulations.run.run_apps`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import ray
+from flwr.app import Context, Message
+from flwr.clientapp.client_app import ClientApp, ClientAppException, LoadClientAppError
+
+
+@ray.remote
+class ClientAppActor:
+    """A Ray actor that runs the ClientApp on the messages given to it, one at a time."""
+
+    def __init__(self, on_actor_init_fn: Callable[[], None] | None = None) -> None:
+        if on_actor_init_fn:
+            on_actor_init_fn()
+
+    def run(
+        self,
+        client_app_fn: Callable[[], ClientApp],
+        message: Message,
+        cid: str,
+        context: Context,
+    ) -> tuple[str, Message, Context]:
+        """The ClientApp's reply to ``message`` and the updated ``context`` (as Flower's)."""
+        try:
+            app = client_app_fn()
+            out_message = app(message=message, context=context)
+        except LoadClientAppError:
+            raise
+        except Exception as ex:  # reported to the server as the ClientApp's error
+            raise ClientAppException(str(ex)) from ex
+        return cid, out_message, context
+
+    def terminate(self) -> None:
+        """Leave the actor (Flower's pool calls this when the simulation ends)."""
+        ray.actor.exit_actor()
+
+
+def install() -> None:
+    """Have Flower's Ray backend create :class:`ClientAppActor` (idempotent)."""
+    from flwr.server.superlink.fleet.vce.backend import raybackend
+
+    raybackend.ClientAppActor = ClientAppActor
