@@ -13,16 +13,15 @@ import sys
 
 import ray
 
-from simulations.cluster import ray_init_args
+from simulations.cluster import start_ray
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or not argv[0].isdigit() or int(argv[0]) < 1:
         print("usage: python -m simulations.ray_head CPUS", file=sys.stderr)
         return 2
-    context = ray.init(**ray_init_args(int(argv[0])), log_to_driver=False,
-                       logging_level="ERROR")
-    print(context.address_info["gcs_address"], flush=True)
+    start_ray(int(argv[0]))
+    print(ray.get_runtime_context().gcs_address, flush=True)
     sys.stdin.read()  # until the parent closes it
     ray.shutdown()
     return 0
