@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -132,8 +133,6 @@ def run_sweep(
     """Run every config in turn (``runner`` defaults to ``simulations.run.simulate``, on
     one Ray shared by every run: :func:`simulations.cluster.shared_ray`)."""
     if runner is None:
-        import os
-
         from simulations.cluster import shared_ray  # Ray and Flower load only here
         from simulations.run import simulate
 
