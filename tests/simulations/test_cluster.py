@@ -8,7 +8,13 @@ import threading
 import pytest
 import ray
 
-from simulations.cluster import RAY_ADDRESS_ENV, shared_ray, start_ray_during, stop_ray
+from simulations.cluster import (
+    RAY_ADDRESS_ENV,
+    STORE_CONNECT_RETRY_MS,
+    shared_ray,
+    start_ray_during,
+    stop_ray,
+)
 from simulations.run import simulate
 from task.config import resolve_config
 
@@ -20,6 +26,10 @@ def test_preparations_run_beside_ray_and_their_errors_come_back():
     try:
         assert start_ray_during(lambda: threading.current_thread().name, 1) == "fedshield-prepare"
         assert ray.is_initialized()
+        # The Ray it started runs with the settings of simulations.cluster (read back from
+        # the GCS, where the raylet takes them from).
+        settings = ray._private.state.state.get_system_config()
+        assert settings["raylet_client_connect_timeout_milliseconds"] == STORE_CONNECT_RETRY_MS
         with pytest.raises(ValueError, match="config key 'x'"):
             start_ray_during(broken, 1)  # Ray already runs: the error still comes back
     finally:
