@@ -17,6 +17,7 @@ from collections.abc import Callable
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
+from threadpoolctl import threadpool_limits
 
 from client.app import app as client_app
 from client.data import training_record_counts
@@ -129,7 +130,15 @@ def start_warm_accounting(config: RunConfig, num_clients: int) -> AccountingPace
     Ray's start keeps one of two cores busy for about 5 s while the other waits; the
     results land in the run's shared folder, and a client that needs one before it is
     there computes it itself, as it always did. Errors are left to the clients to report.
+
+    The driver's BLAS runs on one thread from here on, as the client actors' does (Ray
+    gives them ``OMP_NUM_THREADS=1``). With one per core, each of the PRV accountant's
+    dot products waited on a BLAS thread that Ray's start or a client actor kept off its
+    core: in about one run in five the calibration took over 10 s instead of 1.3 s, the
+    actors calibrated it themselves, and the accounting ahead slowed every later round
+    twofold.
     """
+    threadpool_limits(1, user_api="blas")
     key = (repr(config), num_clients)
     if key in _accounting_started and not _accounting_started[key].stopped:
         return _accounting_started[key]  # the CLI starts it before simulate() is called

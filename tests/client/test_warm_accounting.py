@@ -147,3 +147,28 @@ def test_the_pace_keeps_the_accounting_two_rounds_ahead_of_the_run():
     pace.stop()  # the run is over: nothing more is computed
     later.join(10)
     assert answers == [True, False] and pace.stopped
+
+
+BLAS_THREADS_AROUND_THE_ACCOUNTING = """
+import json, os, sys
+from threadpoolctl import threadpool_info, threadpool_limits
+from simulations.run import start_warm_accounting
+from task.config import resolve_config
+def blas_threads():
+    return sorted({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
+threadpool_limits(2, user_api="blas")  # as on two cores, whatever this machine has
+before = blas_threads()
+config = resolve_config({"scenario": "digits", "num-server-rounds": 1})
+start_warm_accounting(config, 2).stop()
+print(json.dumps([before, blas_threads()]))
+"""
+
+
+def test_the_driver_computes_its_accounting_with_one_blas_thread():
+    # One BLAS thread per core, beside Ray's start and the client actors, made the PRV
+    # accountant's dot products wait for threads kept off their cores.
+    out = subprocess.run([sys.executable, "-c", BLAS_THREADS_AROUND_THE_ACCOUNTING],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after = json.loads(out.stdout.strip().splitlines()[-1])
+    assert before == [2] and after == [1]
