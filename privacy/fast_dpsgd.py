@@ -301,6 +301,17 @@ class _MaterialisedLayer:
         return grads
 
 
+#: Bytes of shifted input copied per chunk of records in
+#: :func:`conv2d_per_sample_weight_grads`: within a core's L2 cache. 0.5-3 MiB measured
+#: alike at N = 256; 1 MiB was fastest at N = 64.
+SHIFTED_CHUNK_BYTES = 2**20
+
+
+def shifted_chunk(bytes_per_record: int) -> int:
+    """How many records' shifted copies make :data:`SHIFTED_CHUNK_BYTES` (at least one)."""
+    return max(1, SHIFTED_CHUNK_BYTES // max(1, bytes_per_record))
+
+
 def conv2d_per_sample_weight_grads(
     layer: nn.Conv2d, a: Tensor, b: Tensor
 ) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
@@ -319,6 +330,12 @@ def conv2d_per_sample_weight_grads(
     backprop, and dropping them keeps every shifted view inside the input. The result is
     kept in (kh, N, O, C kw) layout; only the (small) clipped sum is permuted. Strided
     convolutions fall back to unfold + bmm (Goodfellow 2015; Opacus' hooks mode).
+
+    The records are taken :func:`shifted_chunk` at a time, so that the shifted copy the
+    ``kh`` products read stays in cache (for the seed CNN's first layer at N = 256 it is
+    15.7 MB in one piece): a whole DP-SGD step of the seed CNN on one thread took 51 ms
+    instead of 59 ms at N = 256 and 13.9 ms instead of 16.5 ms at N = 64 (interleaved
+    medians on the 2-core machine).
     """
     n, channels = a.shape[:2]
     out = b.shape[1]
@@ -334,14 +351,18 @@ def conv2d_per_sample_weight_grads(
     ho, wo = b.shape[2:]
     length = hp * wp
     span = ho * wp - (kw - 1) * dw  # flat positions that meet a real backprop entry
-    shifted = x.reshape(n, channels, length).contiguous().as_strided(
-        (n, channels, kw, length - (kw - 1) * dw), (channels * length, length, dw, 1)
-    ).reshape(n, channels * kw, -1)
-    backprop = F.pad(b, (0, wp - wo)).reshape(n, out, ho * wp)[:, :, :span]
+    kept = length - (kw - 1) * dw  # flat positions of each column-shifted view
     grads = b.new_empty(kh, n, out, channels * kw)
-    for u in range(kh):
-        rows = shifted[:, :, u * dh * wp : u * dh * wp + span]
-        torch.bmm(backprop, rows.transpose(1, 2), out=grads[u])
+    step = shifted_chunk(channels * kw * kept * x.element_size())
+    for start in range(0, n, step):
+        m = min(step, n - start)
+        shifted = x[start : start + m].reshape(m, channels, length).contiguous().as_strided(
+            (m, channels, kw, kept), (channels * length, length, dw, 1)
+        ).reshape(m, channels * kw, kept)
+        backprop = F.pad(b[start : start + m], (0, wp - wo)).reshape(m, out, ho * wp)[:, :, :span]
+        for u in range(kh):
+            rows = shifted[:, :, u * dh * wp : u * dh * wp + span]
+            torch.bmm(backprop, rows.transpose(1, 2), out=grads[u, start : start + m])
     return (
         grads.transpose(0, 1),
         lambda summed: summed.view(kh, out, channels, kw).permute(1, 2, 0, 3),

@@ -14,14 +14,29 @@ from rich.console import Console
 from rich.table import Table
 
 
+def cpu_model() -> str:
+    """The processor's name (Linux ``/proc/cpuinfo``; else what ``platform`` knows): the
+    same two-core machine is not always the same processor, and ratios move with it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict[str, Any]:
-    """Cores, platform, library versions and the load average (read timings with it)."""
+    """Cores, processor, platform, library versions and the load average (read timings
+    with it)."""
     import flwr
     import opacus
     import torch
 
     return {
         "cores": os.cpu_count(),
+        "cpu": cpu_model(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,

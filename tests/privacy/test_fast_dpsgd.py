@@ -11,6 +11,7 @@ from torch import nn
 
 from client.training import LocalTrainingPlan, train_locally
 from privacy.accounting import DPStep
+from privacy import fast_dpsgd
 from privacy.dpsgd import make_private
 from privacy.fast_dpsgd import (
     FastDPSGD,
@@ -171,7 +172,9 @@ def test_augmented_copies_are_shifted_versions_of_their_record():
         {"kernel_size": 3, "stride": 2, "padding": 1},
     ],
 )
-def test_per_sample_conv_weight_gradients(options):
+@pytest.mark.parametrize("records_a_chunk", [1, 2, 5])  # chunks of 1; of 2, 2 and 1; whole
+def test_per_sample_conv_weight_gradients(options, records_a_chunk, monkeypatch):
+    monkeypatch.setattr(fast_dpsgd, "shifted_chunk", lambda bytes_per_record: records_a_chunk)
     torch.manual_seed(5)
     conv = nn.Conv2d(3, 4, **options).double()
     x = torch.randn(5, 3, 13, 11, dtype=torch.double)
@@ -181,6 +184,13 @@ def test_per_sample_conv_weight_gradients(options):
         (expected,) = torch.autograd.grad((conv(x[i : i + 1]) * backprop[i : i + 1]).sum(),
                                           conv.weight)
         assert torch.allclose(fold(grads[i]), expected, atol=1e-12)
+
+
+def test_a_chunk_of_shifted_copies_fits_the_budget_and_holds_a_record():
+    budget = fast_dpsgd.SHIFTED_CHUNK_BYTES
+    assert fast_dpsgd.shifted_chunk(budget // 7) == 7
+    assert fast_dpsgd.shifted_chunk(budget // 7 + 1) == 6
+    assert fast_dpsgd.shifted_chunk(2 * budget) == 1
 
 
 def test_no_record_clipped_gives_the_plain_summed_gradient():
