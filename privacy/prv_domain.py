@@ -74,3 +74,10 @@ class CachedDomainPRVAccountant(PRVAccountant):
         # Opacus' mesh: fine enough for eps_error after all the compositions.
         mesh = eps_error / np.sqrt(sum(num_self_compositions) * np.log(12 / delta_error) / 2)
         return Domain.create_aligned(-size, size, mesh)
+
+    def _get_dprv(self, eps_error, delta_error):
+        # Full-batch steps (q = 1: a client holding fewer records than a batch) have Opacus
+        # compare with log(1 - q) = -inf, which is what it means; numpy's warning about
+        # that log reached the user's console.
+        with np.errstate(divide="ignore"):
+            return super()._get_dprv(eps_error, delta_error)

@@ -6,12 +6,15 @@ client records in its ledger) is compared on the same event sequence with
 ``dp_accounting``: our RDP with its ``RdpAccountant`` (same Renyi orders, so both optimise
 over the same set) and our PRV with its ``PLDAccountant`` (privacy loss distributions, a
 different numerical method for the same exact composition). Agreement is required within
-1% of epsilon, over a grid of noise multipliers, sampling rates and step counts.
+1% of epsilon, over a grid of noise multipliers, sampling rates and step counts. Full-batch
+steps (q = 1) are checked against the Gaussian mechanism's exact epsilon instead.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import warnings
 from collections.abc import Sequence
 
 import dp_accounting
@@ -19,6 +22,8 @@ import pytest
 from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 from opacus.accountants import RDPAccountant as OpacusRDP
+from scipy.optimize import brentq
+from scipy.stats import norm
 
 from privacy.accounting import DPStep, compute_epsilon
 
@@ -94,3 +99,26 @@ def test_a_changing_sequence_of_rounds_matches(accountant: str):
     assert_within_tolerance(
         compute_epsilon(history, 1e-6, accountant), reference(history, 1e-6)
     )
+
+
+def gaussian_epsilon(mu: float, delta: float) -> float:
+    """The exact epsilon of a Gaussian mechanism with sensitivity / sigma = ``mu`` at
+    ``delta`` (Balle & Wang, "Improving the Gaussian Mechanism for Differential Privacy",
+    ICML 2018, theorem 8): the root of Phi(mu/2 - eps/mu) - e^eps Phi(-mu/2 - eps/mu) =
+    delta."""
+    def excess(epsilon: float) -> float:
+        return (norm.cdf(mu / 2 - epsilon / mu)
+                - math.exp(epsilon) * norm.cdf(-mu / 2 - epsilon / mu) - delta)
+
+    return brentq(excess, 0.0, 500.0)
+
+
+@pytest.mark.parametrize(("sigma", "steps"), [(1.5, 20), (4.0, 50), (10.0, 200)])
+def test_full_batch_steps_are_the_gaussian_mechanism_and_raise_no_warning(sigma, steps):
+    """A client with fewer records than a batch samples all of them (q = 1): T steps are
+    one Gaussian mechanism with mu = sqrt(T) / sigma, whose epsilon is known exactly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # numpy's warning about log(0)
+        ours = compute_epsilon([DPStep(sigma, 1.0, steps)], DELTA, "prv")
+    exact = gaussian_epsilon(math.sqrt(steps) / sigma, DELTA)
+    assert exact <= ours <= exact * (1 + RELATIVE_TOLERANCE), (ours, exact)
