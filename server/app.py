@@ -25,14 +25,17 @@ def log_round(record: RoundRecord) -> None:
 
 
 def make_server_app(config: RunConfig | None = None, on_round: RoundCallback | None = None,
-                    on_summary=None) -> ServerApp:
-    """A ServerApp running ``config`` (or, when None, its Flower run config)."""
+                    on_summary=None, population: int = 0) -> ServerApp:
+    """A ServerApp running ``config`` (or, when None, its Flower run config); with
+    ``population``, the number of client nodes a simulation registers, round 1 waits
+    for all of them."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         run_config = config if config is not None else resolve_config(context.run_config)
-        summary = run_federation(grid, run_config, on_round=on_round or log_round)
+        summary = run_federation(grid, run_config, on_round=on_round or log_round,
+                                 population=population)
         if on_summary is not None:
             on_summary(summary)
         log(

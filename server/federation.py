@@ -51,19 +51,28 @@ class ClientLedgerView:
     epsilon_by_round: dict[int, float] = field(default_factory=dict)
 
 
-def wait_for_nodes(grid: Grid, minimum: int, timeout: float) -> list[int]:
-    """Node ids once at least ``minimum`` nodes are connected; FederationError on timeout."""
+def wait_for_nodes(grid: Grid, minimum: int, timeout: float, population: int = 0) -> list[int]:
+    """Node ids once at least ``minimum`` nodes are connected, and all ``population`` of
+    them when the population is known (a simulation registers its nodes while the
+    ServerApp starts: round 1 of 10,000 would otherwise sample from the first few
+    hundred); FederationError on timeout."""
+    wanted = max(minimum, population)
     deadline = time.monotonic() + timeout
     while True:
         node_ids = sorted(grid.get_node_ids())
-        if len(node_ids) >= minimum:
+        if len(node_ids) >= wanted:
             return node_ids
         if time.monotonic() > deadline:
+            if len(node_ids) >= minimum:
+                raise FederationError(
+                    f"only {len(node_ids)} of the simulation's {population} client nodes "
+                    f"registered after {timeout:.0f} s"
+                )
             raise FederationError(
                 f"only {len(node_ids)} client node(s) connected after {timeout:.0f} s; "
                 f"the run needs at least {minimum} (config key 'min-train-clients')"
             )
-        time.sleep(0.2)
+        time.sleep(0.2 if len(node_ids) < minimum else 0.02)
 
 
 def sample_nodes(node_ids: list[int], fraction: float, minimum: int, rng: random.Random) -> list[int]:
@@ -116,8 +125,11 @@ def run_federation(
     on_round: RoundCallback | None = None,
     node_wait_timeout: float = 120.0,
     round_timeout: float | None = None,
+    population: int = 0,
 ) -> dict:
-    """Run ``config.num_server_rounds`` rounds; write and return the run summary."""
+    """Run ``config.num_server_rounds`` rounds; write and return the run summary.
+    ``population``: the number of client nodes when it is known (a simulation's), for
+    round 1 to sample from all of them (:func:`wait_for_nodes`)."""
     started = time.perf_counter()
     workflow = workflow or make_workflow(config)
     client_level = (
@@ -145,7 +157,7 @@ def run_federation(
     stop_reason = "completed all rounds"
     accuracy = loss = float("nan")
 
-    node_ids = wait_for_nodes(grid, config.min_train_clients, node_wait_timeout)
+    node_ids = wait_for_nodes(grid, config.min_train_clients, node_wait_timeout, population)
     log.info("%d client nodes connected; run %s", len(node_ids), run_id)
     for server_round in range(1, config.num_server_rounds + 1):
         round_start = time.perf_counter()

@@ -70,7 +70,8 @@ def simulate(
 
     summaries: list[dict] = []
     try:
-        run_apps(make_server_app(config, on_round=round_ended, on_summary=summaries.append),
+        run_apps(make_server_app(config, on_round=round_ended, on_summary=summaries.append,
+                                 population=num_clients),
                  client_app, num_clients, verbose)
     finally:
         pace.stop()

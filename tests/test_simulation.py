@@ -82,3 +82,17 @@ def test_scatternet_variant_learns_under_secure_aggregation(tmp_path: Path):
         images = load_client_data(partition_id, 3, pixels).train_images
         assert torch.equal(shared_inputs(images, "scatternet", refuse),
                            scattering_features(images))
+
+
+def test_round_one_samples_its_fraction_of_a_large_population(tmp_path: Path):
+    """Flower registers a simulation's nodes while the ServerApp starts; round 1 waits
+    for all of them, so it samples the configured fraction of the whole population."""
+    config = resolve_config(
+        {"scenario": "digits", "num-server-rounds": 1, "out-dir": str(tmp_path),
+         "partitioning": "sampled", "records-per-client": 16, "fraction-train": 0.0006,
+         "secure-aggregation": False}
+    )
+    summary = simulate(config, num_clients=10_000)
+
+    rounds = list(csv.DictReader(open(Path(summary["results_dir"]) / "rounds.csv")))
+    assert [int(r["trained"]) for r in rounds] == [6]  # ceil(0.0006 * 10,000)
