@@ -72,6 +72,7 @@ def wait_for_nodes(grid: Grid, minimum: int, timeout: float, population: int = 0
                 f"only {len(node_ids)} client node(s) connected after {timeout:.0f} s; "
                 f"the run needs at least {minimum} (config key 'min-train-clients')"
             )
+        # A simulation registers its nodes within seconds; remote ones connect slowly.
         time.sleep(0.2 if len(node_ids) < minimum else 0.02)
 
 

@@ -150,7 +150,7 @@ def test_the_pace_keeps_the_accounting_two_rounds_ahead_of_the_run():
 
 
 BLAS_THREADS_AROUND_THE_ACCOUNTING = """
-import json, os, sys
+import json
 from threadpoolctl import threadpool_info, threadpool_limits
 from simulations.run import start_warm_accounting
 from task.config import resolve_config

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from client.training import LocalTrainingPlan, train_locally
-from privacy.accounting import DPStep
 from privacy import fast_dpsgd
+from privacy.accounting import DPStep
 from privacy.dpsgd import make_private
 from privacy.fast_dpsgd import (
     FastDPSGD,
