@@ -26,6 +26,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from rich.console import Console
 
+from server.federation import wait_for_nodes
 from server.messaging import send_and_receive
 from simulations.bench_report import print_table, write_json
 from simulations.run import run_apps
@@ -65,10 +66,7 @@ def bench_message_rounds(clients: int, rounds: int) -> list[MessageRoundResult]:
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        nodes = list(grid.get_node_ids())
-        while len(nodes) < clients:  # the engine registers its nodes as it starts
-            time.sleep(0.05)
-            nodes = list(grid.get_node_ids())
+        nodes = wait_for_nodes(grid, clients, timeout=120)  # registered as the engine starts
         for payload in PAYLOADS:
             for _ in range(rounds + 1):
                 messages = [Message(content=_content(payload), dst_node_id=node,

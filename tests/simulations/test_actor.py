@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid, ServerApp
 
+from server.federation import wait_for_nodes
 from server.messaging import send_and_receive
 from simulations.run import run_apps
 from tests.simulations.actor_probe import probe_client
@@ -33,10 +33,7 @@ def test_clients_run_in_actors_without_it_and_their_errors_reach_the_server() ->
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        nodes = sorted(grid.get_node_ids())
-        while len(nodes) < 2:  # the engine registers its nodes as it starts
-            time.sleep(0.05)
-            nodes = sorted(grid.get_node_ids())
+        nodes = wait_for_nodes(grid, 2, timeout=120)  # registered as the engine starts
         messages = [Message(RecordDict({"config": ConfigRecord({"fail": node == nodes[0]})}),
                             dst_node_id=node, message_type="train") for node in nodes]
         replies.extend(sorted(send_and_receive(grid, messages),
