@@ -9,17 +9,27 @@ actor could import the ClientApp.
 
 :class:`ClientAppActor` does what Flower's does (run the ClientApp on one message and
 context, report a failure as Flower's ``ClientAppException``, leave on ``terminate``) in a
-module that imports only Ray and Flower's ``ClientApp``. :func:`install` has Flower's Ray
+module that imports only Ray and Flower's ``ClientApp``, and runs several messages in one
+call for :mod:`simulations.batching`. :func:`install` has Flower's Ray
 backend create it instead, for in-process simulations (:func:`simulations.run.run_apps`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import ray
 from flwr.app import Context, Message
 from flwr.clientapp.client_app import ClientApp, ClientAppException, LoadClientAppError
+from flwr.common.constant import ErrorCode
+
+
+class ClientFailure(NamedTuple):
+    """A ClientApp's failure on one message, as Flower's engine reports it to the server."""
+
+    code: int
+    reason: str
 
 
 @ray.remote
@@ -46,6 +56,23 @@ class ClientAppActor:
         except Exception as ex:  # reported to the server as the ClientApp's error
             raise ClientAppException(str(ex)) from ex
         return cid, out_message, context
+
+    def run_batch(
+        self, client_app_fn: Callable[[], ClientApp], jobs: list[tuple[Message, Context]]
+    ) -> list[tuple[Message, Context] | ClientFailure]:
+        """The ClientApp's reply and updated context for each ``(message, context)`` of
+        ``jobs``, in order; a job whose ClientApp raised gives its :class:`ClientFailure`
+        and the next job runs all the same."""
+        app = client_app_fn()
+        results: list[tuple[Message, Context] | ClientFailure] = []
+        for message, context in jobs:
+            try:
+                results.append((app(message=message, context=context), context))
+            except Exception as ex:  # reported to the server as the ClientApp's error
+                failure = ClientAppException(str(ex))
+                results.append(ClientFailure(ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                                             f"{type(failure)}:<'{failure}'>"))
+        return results
 
     def terminate(self) -> None:
         """Leave the actor (Flower's pool calls this when the simulation ends)."""

@@ -24,7 +24,7 @@ from client.data import training_record_counts
 from client.local_round import warm_accounting
 from server.app import make_server_app
 from server.results import RoundRecord
-from simulations import actor, dispatch
+from simulations import actor, batching, dispatch
 from simulations.cluster import ray_init_args, start_ray
 from simulations.feasibility import check_feasible
 from task.config import RunConfig
@@ -160,8 +160,10 @@ def run_apps(server: ServerApp, client: ClientApp, num_clients: int,
              verbose: bool = False) -> None:
     """Run ``server`` against ``num_clients`` virtual nodes of ``client`` on
     Flower's simulation engine, with this project's dispatch (``simulations.dispatch``),
-    Ray settings (``simulations.cluster``) and client actor (``simulations.actor``)."""
+    batched actor calls (``simulations.batching``), Ray settings (``simulations.cluster``)
+    and client actor (``simulations.actor``)."""
     dispatch.install()
+    batching.install()
     actor.install()
     start_ray(os.cpu_count() or 1, quiet=not verbose)
     if not verbose:

@@ -28,7 +28,8 @@ from typing import Any
 
 #: Ray's timeline categories for the calls Flower makes on its client actors.
 ACTOR_INIT = "task::ClientAppActor.__init__"
-ACTOR_RUN = "task::ClientAppActor.run"
+#: A call with one message (Flower's worker) or several (``simulations.batching``).
+ACTOR_RUNS = ("task::ClientAppActor.run", "task::ClientAppActor.run_batch")
 DESERIALIZE = "task:deserialize_arguments"
 SUBMIT = "submit_task"
 
@@ -63,7 +64,7 @@ def startup_phases(events: Iterable[Mapping[str, Any]], started: float) -> Start
         worker = str(event.get("tid", ""))
         if event.get("cat") == ACTOR_INIT:
             ready[worker] = _end_us(event)
-        elif event.get("cat") == ACTOR_RUN and (
+        elif event.get("cat") in ACTOR_RUNS and (
             worker not in first_run or event["ts"] < first_run[worker]["ts"]
         ):
             first_run[worker] = event
