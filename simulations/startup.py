@@ -12,8 +12,8 @@ actor:
 ``actors requested``  Ray has started and the engine has asked it for the actors
 ``actors ready``      every actor's process is up and has built Flower's actor class
 ``app loaded``        every actor has imported the ClientApp and its dependencies
-``first replies``     every actor has answered its first message (data, calibration,
-                      the first local round)
+``first replies``     every actor has answered its first call, one or more messages
+                      (``simulations.batching``): data, calibration, first local rounds
 
 The first round ends after that, once the Message rounds of every sampled client are
 done.
