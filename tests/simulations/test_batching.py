@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from queue import Queue
 
+import numpy as np
 import pytest
 import ray
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid, ServerApp
 
@@ -45,6 +46,21 @@ def test_a_batch_is_at_most_max_batch_and_a_lone_message_goes_alone() -> None:
     assert len(batching.take_batch(queue, workers=1, first=queue.get())) == batching.MAX_BATCH
     lone = _queue(1)
     assert len(batching.take_batch(lone, workers=2, first=lone.get())) == 1
+
+
+def test_a_batch_stays_within_what_ray_passes_inline() -> None:
+    queue = _queue(100)
+    heavy = batching.BATCH_BYTES // 5 + 1  # each message and its context: five do not fit
+    assert len(batching.take_batch(queue, workers=1, first=queue.get(), first_bytes=heavy)) == 4
+    huge = batching.BATCH_BYTES * 2  # one alone is over: it still goes, alone
+    assert len(batching.take_batch(queue, workers=1, first=queue.get(), first_bytes=huge)) == 1
+
+
+def test_payload_bytes_counts_the_arrays_of_a_record_dict() -> None:
+    records = RecordDict({"a": ArrayRecord({"x": Array(np.zeros(1000, np.float32))}),
+                          "c": ConfigRecord({"k": 1})})
+    assert 4000 <= batching.payload_bytes(records) < 4000 + 1024  # the data and its header
+    assert batching.payload_bytes(RecordDict({"c": ConfigRecord({"k": 1})})) == 0
 
 
 @pytest.mark.slow
