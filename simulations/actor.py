@@ -16,6 +16,7 @@ backend create it instead, for in-process simulations (:func:`simulations.run.ru
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -30,6 +31,29 @@ class ClientFailure(NamedTuple):
 
     code: int
     reason: str
+
+
+def run_jobs(
+    app: ClientApp, jobs: list[tuple[Message, Context]]
+) -> list[tuple[Message, Context] | ClientFailure]:
+    """The ClientApp's reply and updated context for each ``(message, context)`` of
+    ``jobs``, in order, as Flower's engine would give them one message at a time: a job
+    whose ClientApp raised gives its :class:`ClientFailure` (its node's context stays as
+    it was) and the next job runs all the same; a node's second job sees the context its
+    first one left."""
+    results: list[tuple[Message, Context] | ClientFailure] = []
+    left: dict[int, Context] = {}
+    for message, context in jobs:
+        if context.node_id in left:  # a copy: a failure must not leave its changes
+            context = copy.deepcopy(left[context.node_id])
+        try:
+            results.append((app(message=message, context=context), context))
+            left[context.node_id] = context
+        except Exception as ex:  # reported to the server as the ClientApp's error
+            failure = ClientAppException(str(ex))
+            results.append(ClientFailure(ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                                         f"{type(failure)}:<'{failure}'>"))
+    return results
 
 
 @ray.remote
@@ -60,19 +84,8 @@ class ClientAppActor:
     def run_batch(
         self, client_app_fn: Callable[[], ClientApp], jobs: list[tuple[Message, Context]]
     ) -> list[tuple[Message, Context] | ClientFailure]:
-        """The ClientApp's reply and updated context for each ``(message, context)`` of
-        ``jobs``, in order; a job whose ClientApp raised gives its :class:`ClientFailure`
-        and the next job runs all the same."""
-        app = client_app_fn()
-        results: list[tuple[Message, Context] | ClientFailure] = []
-        for message, context in jobs:
-            try:
-                results.append((app(message=message, context=context), context))
-            except Exception as ex:  # reported to the server as the ClientApp's error
-                failure = ClientAppException(str(ex))
-                results.append(ClientFailure(ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
-                                             f"{type(failure)}:<'{failure}'>"))
-        return results
+        """:func:`run_jobs` with the ClientApp (for :mod:`simulations.batching`)."""
+        return run_jobs(client_app_fn(), jobs)
 
     def terminate(self) -> None:
         """Leave the actor (Flower's pool calls this when the simulation ends)."""

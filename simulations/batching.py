@@ -15,7 +15,9 @@ Trans. Computers 1987), runs them on one actor with one call
 ``Context`` as Flower's worker does. The shares shrink as the queue empties, so the
 actors still finish a round together when clients' work differs. Each message keeps its
 own result: a ClientApp that raises gives its node Flower's
-``CLIENT_APP_RAISED_EXCEPTION`` reply and the rest of the batch runs; an actor that
+``CLIENT_APP_RAISED_EXCEPTION`` reply and the rest of the batch runs, and a node's second
+message in a batch sees the ``Context`` its first one left
+(:func:`simulations.actor.run_jobs`); an actor that
 fails outright gives every message of its batch an error reply, as Flower's engine
 gives the one message it was running.
 """
@@ -50,8 +52,8 @@ _flower_worker = vce_api.worker
 MAX_BATCH = 64
 #: The most array bytes (messages and contexts) one Ray call carries: what Ray passes
 #: inline. A larger call goes through Ray's shared-memory object store, whose pages count
-#: in every process that maps them: batches of 25 such messages raised the peak RSS of
-#: 100-client rounds from 3.1 to 4.4 GB.
+#: in every process that maps them: at 100 clients a round, the peak RSS of the process
+#: tree was 3.6-3.8 GB with batches of 25 and 3.4-3.6 GB within this bound.
 BATCH_BYTES = INLINE_OBJECT_BYTES
 
 

@@ -14,6 +14,7 @@ from flwr.serverapp import Grid, ServerApp
 from server.federation import wait_for_nodes
 from server.messaging import send_and_receive
 from simulations import batching
+from simulations.actor import ClientFailure, run_jobs
 from simulations.run import run_apps
 from simulations.startup import ACTOR_RUNS
 from tests.simulations.actor_probe import probe_client
@@ -91,3 +92,24 @@ def test_replies_contexts_and_errors_are_each_messages_own() -> None:
     # A failed message leaves its node's Context as it was, as in Flower's engine.
     assert [int(m.content["node"]["answered"]) for m in second] == [1] + [2] * (clients - 1)
     assert calls[0] < clients * rounds  # several messages per Ray call
+
+
+def _context(node_id: int) -> Context:
+    return Context(run_id=1, node_id=node_id, node_config={}, state=RecordDict(), run_config={})
+
+
+def _probe_message(node_id: int, fail: bool) -> Message:
+    return Message(RecordDict({"config": ConfigRecord({"fail": fail})}), dst_node_id=node_id,
+                   message_type="train")
+
+
+def test_a_nodes_jobs_in_one_batch_run_as_they_would_one_at_a_time() -> None:
+    jobs = [(_probe_message(1, False), _context(1)), (_probe_message(2, True), _context(2)),
+            (_probe_message(1, True), _context(1)), (_probe_message(1, False), _context(1))]
+    first, failed, failed_again, last = run_jobs(probe_client, jobs)
+    assert int(first[0].content["node"]["answered"]) == 1
+    assert isinstance(failed, ClientFailure) and isinstance(failed_again, ClientFailure)
+    assert failed.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+    # Node 1's third job saw its first job's context, not the failed second one's.
+    assert int(last[0].content["node"]["answered"]) == 2
+    assert int(last[1].state["probe"]["answered"]) == 2
