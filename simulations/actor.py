@@ -17,6 +17,7 @@ backend create it instead, for in-process simulations (:func:`simulations.run.ru
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -24,6 +25,8 @@ import ray
 from flwr.app import Context, Message
 from flwr.clientapp.client_app import ClientApp, ClientAppException, LoadClientAppError
 from flwr.common.constant import ErrorCode
+
+log = logging.getLogger(__name__)
 
 
 class ClientFailure(NamedTuple):
@@ -50,6 +53,8 @@ def run_jobs(
             results.append((app(message=message, context=context), context))
             left[context.node_id] = context
         except Exception as ex:  # reported to the server as the ClientApp's error
+            # The traceback stays here: the actor's log (on the console with --verbose).
+            log.exception("the ClientApp failed on node %s", context.node_id)
             failure = ClientAppException(str(ex))
             results.append(ClientFailure(ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
                                          f"{type(failure)}:<'{failure}'>"))

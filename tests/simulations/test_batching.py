@@ -103,13 +103,18 @@ def _probe_message(node_id: int, fail: bool) -> Message:
                    message_type="train")
 
 
-def test_a_nodes_jobs_in_one_batch_run_as_they_would_one_at_a_time() -> None:
+def test_a_nodes_jobs_in_one_batch_run_as_they_would_one_at_a_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     jobs = [(_probe_message(1, False), _context(1)), (_probe_message(2, True), _context(2)),
             (_probe_message(1, True), _context(1)), (_probe_message(1, False), _context(1))]
     first, failed, failed_again, last = run_jobs(probe_client, jobs)
     assert int(first[0].content["node"]["answered"]) == 1
     assert isinstance(failed, ClientFailure) and isinstance(failed_again, ClientFailure)
     assert failed.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+    assert "Traceback" not in failed.reason  # the reason is for the server's report
+    assert "the ClientApp failed on node 2" in caplog.text  # the traceback, for the log
+    assert "RuntimeError: the probe was asked to fail" in caplog.text
     # Node 1's third job saw its first job's context, not the failed second one's.
     assert int(last[0].content["node"]["answered"]) == 2
     assert int(last[1].state["probe"]["answered"]) == 2
