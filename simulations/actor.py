@@ -35,6 +35,11 @@ class ClientFailure(NamedTuple):
     code: int
     reason: str
 
+    @classmethod
+    def of(cls, code: int, error: BaseException) -> ClientFailure:
+        """``error`` under ``code``, its reason written as Flower's worker writes it."""
+        return cls(code, f"{type(error)}:<'{error}'>")
+
 
 def run_jobs(
     app: ClientApp, jobs: list[tuple[Message, Context]]
@@ -55,9 +60,8 @@ def run_jobs(
         except Exception as ex:  # reported to the server as the ClientApp's error
             # The traceback stays here: the actor's log (on the console with --verbose).
             log.exception("the ClientApp failed on node %s", context.node_id)
-            failure = ClientAppException(str(ex))
-            results.append(ClientFailure(ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
-                                         f"{type(failure)}:<'{failure}'>"))
+            results.append(ClientFailure.of(ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                                            ClientAppException(str(ex))))
     return results
 
 

@@ -133,7 +133,7 @@ def batched_worker(
             log.error("a batch of %d messages failed on its actor: %s", len(batch), ex)
             code = (ErrorCode.LOAD_CLIENT_APP_EXCEPTION if isinstance(ex, LoadClientAppError)
                     else ErrorCode.UNKNOWN)
-            results = [ClientFailure(code, f"{type(ex)}:<'{ex}'>")] * len(batch)
+            results = [ClientFailure.of(code, ex)] * len(batch)
         metrics.add_clientapp_runtime(time.perf_counter() - started)
         for message, store, result in zip(batch, stores, results):
             if isinstance(result, ClientFailure):
