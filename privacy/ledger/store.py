@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import threading
-from collections import OrderedDict
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ from .hashing import compute_entry_hash, signing_message
 from .models import CHARGE_FIELDS, GENESIS_HASH, LedgerEntry, LedgerHead, PrivacyCharge, utc_now_iso
 from .schema import (SCHEMA_VERSION, client_keys, create_schema, ledger_entries, ledger_meta,
                      schema_complete)
+from .sqlite_files import SQLiteFile, shared_engine
 from .signing import Signer, load_public_key, public_key_id, raw_public_key, verify_signature
 from .verify import BadEntry, ChainState, VerificationReport, verify_entries
 
@@ -46,12 +45,11 @@ _WRITE = "fedshield_ledger_write"
 _BUSY_TIMEOUT_S = 30.0
 
 
-def _sqlite_engine_hooks(engine: Engine, read_only: bool = False) -> None:
-    """WAL + synchronous=FULL on every connection; BEGIN IMMEDIATE for writes (a read-only
-    connection leaves the journal mode as the file has it)."""
+def _sqlite_connection_setup(read_only: bool) -> Callable[[Any, Any], None]:
+    """WAL + synchronous=FULL on every connection (a read-only connection leaves the
+    journal mode as the file has it)."""
 
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide when and how to BEGIN.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -64,47 +62,31 @@ def _sqlite_engine_hooks(engine: Engine, read_only: bool = False) -> None:
         finally:
             cursor.close()
 
+    return on_connect
+
+
+def _begin_immediate_for_writes(engine: Engine) -> None:
+    """BEGIN IMMEDIATE for a write transaction, BEGIN DEFERRED for a read, on SQLite."""
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get(_WRITE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
 
 
-#: File-backed SQLite engines kept by this process, most recently used last (see _engine_for).
-_ENGINES: OrderedDict[tuple[str, bool], Engine] = OrderedDict()
-#: How many: a simulation actor serves its clients in turn, each opening its own ledger
-#: every round; more clients than this just open theirs afresh.
-ENGINES_KEPT = 64
-_ENGINES_LOCK = threading.Lock()
-
-
-def _engine_for(url: URL, read_only: bool) -> Engine:
-    """An engine for ``url``: for a SQLite file, the one this process made before if any.
-
-    An engine is a factory of connections plus SQLAlchemy's cache of compiled statements,
-    which belongs to it: a new engine every round compiled the ledger's nine statements
-    again (13 of a client round's 26 ms of ledger work). :meth:`PrivacyLedger.close`
-    disposes of the engine's connections, so no file stays open between rounds, and a
-    connection is always opened afresh from the file as it is then; only the compiled SQL
-    and the connection settings are kept. In-memory and server databases get an engine of
-    their own (an in-memory SQLite database lives and dies with its engine).
-    """
-    file_backed = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
-    key = (url.render_as_string(), read_only)  # a SQLite URL has no password to hide
-    if file_backed:
-        with _ENGINES_LOCK:
-            if key in _ENGINES:
-                _ENGINES.move_to_end(key)
-                return _ENGINES[key]
-    engine = create_engine(url, connect_args=PrivacyLedger._connect_args(url))
+def _database_for(url: URL, read_only: bool) -> Engine | SQLiteFile:
+    """What opens connections to ``url``: for a SQLite file, a pool of its own through the
+    process's shared engine (:mod:`.sqlite_files`: statements compile once per process,
+    not once per ledger file); else an engine of its own (an in-memory SQLite database
+    lives and dies with its engine)."""
+    connect_args = PrivacyLedger._connect_args(url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return SQLiteFile(url, shared_engine(_begin_immediate_for_writes),
+                          _sqlite_connection_setup(read_only), connect_args)
+    engine = create_engine(url, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
-        _sqlite_engine_hooks(engine, read_only)
-    if file_backed:
-        with _ENGINES_LOCK:
-            engine = _ENGINES.setdefault(key, engine)
-            _ENGINES.move_to_end(key)
-            while len(_ENGINES) > ENGINES_KEPT:
-                _ENGINES.popitem(last=False)[1].dispose()
+        event.listen(engine, "connect", _sqlite_connection_setup(read_only))
+        _begin_immediate_for_writes(engine)
     return engine
 
 
@@ -178,16 +160,16 @@ class PrivacyLedger:
         self._open(url, create)
 
     def _open(self, url: URL, create: bool) -> None:
-        self._engine = _engine_for(url, self._read_only)
+        self._database = _database_for(url, self._read_only)
         try:
             self._ledger_id = self._initialise(create)
         except DatabaseError as error:
-            self._engine.dispose()
+            self._database.dispose()
             if isinstance(error, OperationalError):
                 raise  # e.g. a read-only mount: the caller may retry differently
             raise LedgerError(f"{url.database} is not a readable ledger: {error.orig}") from None
         except BaseException:
-            self._engine.dispose()
+            self._database.dispose()
             raise
 
     @staticmethod
@@ -201,7 +183,7 @@ class PrivacyLedger:
                 # round's charge itself, so only when something is missing.
                 if not schema_complete(conn):
                     create_schema(conn)
-            elif not self._engine.dialect.has_table(conn, ledger_meta.name):
+            elif not self._database.dialect.has_table(conn, ledger_meta.name):
                 raise LedgerError("the database holds no privacy ledger")
             rows = conn.execute(select(ledger_meta.c.key, ledger_meta.c.value))
             meta = {key: value for key, value in rows}
@@ -228,10 +210,10 @@ class PrivacyLedger:
         """One serialised write transaction; commits (and fsyncs) on a clean exit."""
         if self._read_only:
             raise LedgerError("this ledger was opened read-only")
-        with self._engine.connect() as conn:
+        with self._database.connect() as conn:
             conn.execution_options(**{_WRITE: True})
             with conn.begin():
-                if conn.dialect.name != "sqlite" and self._engine.dialect.has_table(conn, ledger_meta.name):
+                if conn.dialect.name != "sqlite" and self._database.dialect.has_table(conn, ledger_meta.name):
                     conn.execute(
                         select(ledger_meta.c.key).where(ledger_meta.c.key == "ledger_id").with_for_update()
                     ).all()
@@ -240,7 +222,7 @@ class PrivacyLedger:
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         """One read transaction: a consistent snapshot of the ledger."""
-        with self._engine.connect() as conn, conn.begin():
+        with self._database.connect() as conn, conn.begin():
             yield conn
 
     # -- identity -------------------------------------------------------------------
@@ -555,7 +537,7 @@ class PrivacyLedger:
 
     def close(self) -> None:
         """Release database connections."""
-        self._engine.dispose()
+        self._database.dispose()
 
     def __enter__(self) -> "PrivacyLedger":
         return self
@@ -564,5 +546,5 @@ class PrivacyLedger:
         self.close()
 
     def __repr__(self) -> str:
-        url = self._engine.url.render_as_string(hide_password=True)
+        url = self._database.url.render_as_string(hide_password=True)
         return f"PrivacyLedger({url!r}, ledger_id={self._ledger_id!r})"

@@ -21,6 +21,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy import event
+from sqlalchemy.engine.interfaces import CacheStats
 
 from privacy.ledger import (
     GENESIS_HASH,
@@ -184,7 +186,7 @@ def test_sqlalchemy_url_is_accepted_and_missing_ledger_refused(tmp_path: Path) -
 
 def test_sqlite_runs_in_wal_mode_with_synchronous_full(tmp_path: Path) -> None:
     with PrivacyLedger(tmp_path / "l.sqlite") as ledger:
-        with ledger._engine.connect() as conn:  # white-box: the pragmas of a pooled connection
+        with ledger._database.connect() as conn:  # white-box: the pragmas of a pooled connection
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
 
@@ -217,6 +219,41 @@ def test_a_closed_ledger_holds_no_file_and_reopening_reads_the_file_as_it_is_now
     with PrivacyLedger(path) as fresh:  # a new file at the same path is a new ledger
         assert fresh.entries() == [] and fresh.ledger_id != first_id
     assert _open_files(path) == []
+
+
+def _round_of_a_client(ledger: PrivacyLedger, client_id: str) -> None:
+    """What a client's ledger does in a round: enrol, read, charge, publish."""
+    signer = ClientSigner.generate()
+    ledger.enroll(client_id, signer.public_key)
+    ledger.entries(client_id=client_id)
+    ledger.latest_epsilon(client_id, "run-1")
+    ledger.append(_charge(client_id, 1, 1.0), signer)
+    ledger.head()
+
+
+def test_ledger_files_share_compiled_statements_and_nothing_else(tmp_path: Path) -> None:
+    with PrivacyLedger(tmp_path / "first.sqlite") as first:
+        _round_of_a_client(first, "a")
+        engine = first._database.engine  # white-box: the process's engine for ledger files
+    compiled: dict[str, bool] = {}  # statement -> compiled afresh for it
+
+    def record(_conn, _cursor, statement, _params, context, _many) -> None:
+        if context.compiled is not None and not statement.lstrip().startswith("CREATE"):
+            compiled[statement] = compiled.get(statement, False) or context.cache_hit == CacheStats.CACHE_MISS
+
+    event.listen(engine, "after_cursor_execute", record)
+    try:
+        with PrivacyLedger(tmp_path / "second.sqlite") as second:
+            _round_of_a_client(second, "b")
+    finally:
+        event.remove(engine, "after_cursor_execute", record)
+    # The new file's whole round ran through the shared engine, and (its schema's DDL
+    # aside) on statements the first file's round had compiled.
+    assert len(compiled) >= 8 and not any(compiled.values())
+    for name, client in (("first", "a"), ("second", "b")):  # each file holds its own round
+        with PrivacyLedger(tmp_path / f"{name}.sqlite", create=False) as ledger:
+            assert ledger.clients() == [client] and ledger.verify().ok
+            assert [entry.charge.client_id for entry in ledger.entries()] == [client]
 
 
 def test_in_memory_ledgers_are_separate_databases() -> None:
