@@ -1,14 +1,14 @@
 """Connections to SQLite ledger files: one engine per process, one pool per file.
 
-A SQLAlchemy ``Engine`` is a dialect, a cache of compiled statements and a pool of
-connections to one database. A simulation actor opens the ledgers of hundreds of
-clients in turn, each its own file, and an engine per file compiled the ledger's dozen
-statements again for every client it had not kept: about half of a new client's ledger
-work. Here every ledger file of the process shares one engine, so a statement compiles
-once per process, and each open ledger has a connection pool of its own, made from the
-engine's dialect exactly as ``create_engine`` would (its connect arguments, its
-per-connection setup, then the ledger's pragmas). Disposing of a ledger's pool closes
-its connections; the next ledger to open the file reads it afresh.
+A SQLAlchemy ``Engine`` is a dialect, a cache of compiled statements keyed by that dialect
+object, and a pool of connections to one database. A simulation actor opens the ledgers
+of hundreds of clients in turn, each its own file; with an engine per file, every
+client's ledger compiled the same dozen statements again (about half of a new client's
+ledger work). Here every ledger file of the process goes through one engine, so a
+statement compiles once per process, and each open ledger has a connection pool of its
+own, made from the engine's dialect as ``create_engine`` makes one (its connect
+arguments, its per-connection setup, then the ledger's own). Disposing of a ledger's pool
+closes its connections; the next ledger to open the file reads it afresh.
 """
 
 from __future__ import annotations

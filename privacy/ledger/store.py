@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,15 +37,15 @@ from .hashing import compute_entry_hash, signing_message
 from .models import CHARGE_FIELDS, GENESIS_HASH, LedgerEntry, LedgerHead, PrivacyCharge, utc_now_iso
 from .schema import (SCHEMA_VERSION, client_keys, create_schema, ledger_entries, ledger_meta,
                      schema_complete)
-from .sqlite_files import SQLiteFile, shared_engine
 from .signing import Signer, load_public_key, public_key_id, raw_public_key, verify_signature
+from .sqlite_files import ConnectHook, SQLiteFile, shared_engine
 from .verify import BadEntry, ChainState, VerificationReport, verify_entries
 
 _WRITE = "fedshield_ledger_write"
 _BUSY_TIMEOUT_S = 30.0
 
 
-def _sqlite_connection_setup(read_only: bool) -> Callable[[Any, Any], None]:
+def _sqlite_connection_setup(read_only: bool) -> ConnectHook:
     """WAL + synchronous=FULL on every connection (a read-only connection leaves the
     journal mode as the file has it)."""
 
