@@ -14,6 +14,8 @@ import os
 import signal
 import sqlite3
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -254,6 +256,44 @@ def test_ledger_files_share_compiled_statements_and_nothing_else(tmp_path: Path)
         with PrivacyLedger(tmp_path / f"{name}.sqlite", create=False) as ledger:
             assert ledger.clients() == [client] and ledger.verify().ok
             assert [entry.charge.client_id for entry in ledger.entries()] == [client]
+
+
+_READ_ON_MOUNT = """
+import json, sys
+from privacy.ledger import LedgerError, PrivacyLedger, ClientSigner
+with PrivacyLedger(sys.argv[1], read_only=True) as ledger:
+    try:
+        ledger.enroll("intruder", ClientSigner.generate().public_key)
+        refused = False
+    except LedgerError:
+        refused = True
+    print(json.dumps({"clients": ledger.clients(), "entries": len(ledger.entries()),
+                      "ok": ledger.verify().ok, "refused": refused, "ledger": repr(ledger)}))
+"""
+
+
+def test_a_ledger_on_a_read_only_mount_opens_read_only(tmp_path: Path) -> None:
+    # An auditor's copy on a read-only mount: SQLite cannot create the WAL index beside a
+    # WAL-mode file there, so the ledger is opened as immutable instead.
+    source, mount = tmp_path / "source", tmp_path / "mount"
+    source.mkdir(), mount.mkdir()
+    signer = ClientSigner.generate()
+    with PrivacyLedger(source / "l.sqlite") as ledger:
+        ledger.enroll("a", signer.public_key)
+        ledger.append(_charge("a", 1, 1.0), signer)
+    script = tmp_path / "read.py"
+    script.write_text(_READ_ON_MOUNT)
+    namespace = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
+    if namespace.returncode != 0:
+        pytest.skip(f"cannot make a mount namespace here: {namespace.stderr.decode().strip()}")
+    command = (f"mount --bind -o ro {source} {mount} && "
+               f"{sys.executable} {script} {mount / 'l.sqlite'}")
+    done = subprocess.run(["unshare", "--mount", "sh", "-c", command], capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["clients"] == ["a"] and seen["entries"] == 1 and seen["ok"] and seen["refused"]
+    assert "immutable=1" in seen["ledger"]
 
 
 def test_in_memory_ledgers_are_separate_databases() -> None:
