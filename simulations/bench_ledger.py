@@ -1,4 +1,4 @@
-"""What the privacy ledgers cost the coordinator as a run goes on, round after round.
+"""What the privacy ledgers cost the clients and the coordinator, round after round.
 
     python -m simulations.bench_ledger                      # 100 clients, 30 rounds
     python -m simulations.bench_ledger --clients 10 --rounds 100
@@ -7,9 +7,11 @@ Each round, every client charges its real ledger (``client.ledger_charge``: sign
 fsynced) and builds its reply's ledger fields as the ClientApp does, given the head the
 coordinator holds; the coordinator merges the replies into its copy
 (``server.ledger_merge``), as ``run_federation`` does between rounds while every client
-waits. Reported per round: the merge's wall time and the entries the replies carried. A
-merge, and a reply, should cost the round's new entries, not the length of the chains:
-the time should stay flat as the rounds go by. Wall-clock timings: indicative.
+waits. Reported per round: a client's ledger work (open, history, charge, reply fields,
+close: the median over the round's clients; in the first round every client is new and
+creates its ledger file and key), the merge's wall time and the entries the replies
+carried. A merge, and a reply, should cost the round's new entries, not the length of the
+chains: the times should stay flat as the rounds go by. Wall-clock timings: indicative.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from task.config import resolve_config
 @dataclass
 class LedgerRound:
     server_round: int
+    client_ledger_ms: float
     merge_seconds: float
     entries_shipped: int
     reply_bytes: int
@@ -52,14 +55,17 @@ def bench_merges(clients: int, rounds: int, folder: Path) -> list[LedgerRound]:
     coordinator = CoordinatorLedger(folder)
     results = []
     for server_round in range(1, rounds + 1):
-        reports = []
+        reports, client_seconds = [], []
         for index in range(clients):
             client_id = f"client-{index}"
             round_config = {"run-id": "bench", "server-round": server_round,
                             **coordinator.held(client_id)}
+            started = time.perf_counter()
             with ClientLedger.open({}, config, client_id, round_config) as ledger:
+                ledger.history()
                 ledger.charge(_charged(server_round), server_round)
                 fields = ledger.reply_fields(round_config)
+            client_seconds.append(time.perf_counter() - started)
             reports.append(ClientReport(index, client_id, "trained", ledger=fields))
         started = time.perf_counter()
         coordinator.receive(reports, server_round)
@@ -67,7 +73,8 @@ def bench_merges(clients: int, rounds: int, folder: Path) -> list[LedgerRound]:
         if coordinator.problems:
             raise RuntimeError(f"the merge refused entries: {coordinator.problems[0]}")
         shipped = [text for r in reports for text in r.ledger["entries"]]
-        results.append(LedgerRound(server_round, merge, len(shipped),
+        results.append(LedgerRound(server_round, 1000 * statistics.median(client_seconds),
+                                   merge, len(shipped),
                                    sum(len(text) for text in shipped)))
     return results
 
@@ -82,12 +89,15 @@ def main(argv: list[str] | None = None) -> None:
         results = bench_merges(args.clients, args.rounds, Path(folder))
     console = Console()
     shown = sorted({0, 1, len(results) // 2, len(results) - 1})
-    print_table(console, f"the coordinator's merge, {args.clients} clients a round",
-                ("round", "merge s", "entries shipped", "entry bytes shipped"),
-                [[str(r.server_round), f"{r.merge_seconds:.3f}", f"{r.entries_shipped:,}",
-                  f"{r.reply_bytes:,}"] for r in (results[i] for i in shown)])
-    later = results[len(results) // 2:]
-    console.print(f"merge: first round {results[0].merge_seconds:.3f} s, later half mean "
+    print_table(console, f"the ledgers' cost, {args.clients} clients a round",
+                ("round", "client ledger ms", "merge s", "entries shipped", "entry bytes shipped"),
+                [[str(r.server_round), f"{r.client_ledger_ms:.1f}", f"{r.merge_seconds:.3f}",
+                  f"{r.entries_shipped:,}", f"{r.reply_bytes:,}"]
+                 for r in (results[i] for i in shown)])
+    first, later = results[0], results[len(results) // 2:]
+    console.print(f"a client's ledger: first round (new clients) {first.client_ledger_ms:.1f} ms, "
+                  f"later half mean {statistics.fmean(r.client_ledger_ms for r in later):.1f} ms")
+    console.print(f"merge: first round {first.merge_seconds:.3f} s, later half mean "
                   f"{statistics.fmean(r.merge_seconds for r in later):.3f} s")
     out = write_json(args.json, {"clients": args.clients, "rounds": args.rounds,
                                  "results": [asdict(r) for r in results]})

@@ -79,4 +79,5 @@ def test_ledger_benchmark_merges_every_round_and_ships_only_new_entries(tmp_path
     rounds = document["results"]
     assert [r["server_round"] for r in rounds] == [1, 2, 3, 4]
     assert [r["entries_shipped"] for r in rounds] == [3, 3, 3, 3]  # one new entry a client
-    assert all(r["merge_seconds"] > 0 and r["reply_bytes"] > 0 for r in rounds)
+    assert all(r["merge_seconds"] > 0 and r["reply_bytes"] > 0 and r["client_ledger_ms"] > 0
+               for r in rounds)
