@@ -34,6 +34,7 @@ from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
 from .errors import LedgerError
 from .hashing import compute_entry_hash, signing_message
+from . import queries
 from .models import CHARGE_FIELDS, GENESIS_HASH, LedgerEntry, LedgerHead, PrivacyCharge, utc_now_iso
 from .schema import (SCHEMA_VERSION, client_keys, create_schema, ledger_entries, ledger_meta,
                      schema_complete)
@@ -185,7 +186,7 @@ class PrivacyLedger:
                     create_schema(conn)
             elif not self._database.dialect.has_table(conn, ledger_meta.name):
                 raise LedgerError("the database holds no privacy ledger")
-            rows = conn.execute(select(ledger_meta.c.key, ledger_meta.c.value))
+            rows = conn.execute(queries.META)
             meta = {key: value for key, value in rows}
             if not meta and self._read_only:
                 raise LedgerError("the database holds no privacy ledger")
@@ -235,12 +236,7 @@ class PrivacyLedger:
     def head(self) -> LedgerHead | None:
         """The last entry of this ledger's own chain (record it elsewhere as an anchor)."""
         with self._read() as conn:
-            row = conn.execute(
-                select(ledger_entries.c.seq, ledger_entries.c.entry_hash)
-                .where(ledger_entries.c.ledger_id == self._ledger_id)
-                .order_by(ledger_entries.c.seq.desc())
-                .limit(1)
-            ).first()
+            row = conn.execute(queries.HEAD, {"ledger_id": self._ledger_id}).first()
         return None if row is None else LedgerHead(self._ledger_id, row.seq, row.entry_hash)
 
     # -- enrolment ------------------------------------------------------------------
@@ -256,7 +252,7 @@ class PrivacyLedger:
         raw = raw_public_key(public_key)
         key_id = public_key_id(raw)
         with self._write() as conn:
-            existing = conn.execute(select(client_keys).where(client_keys.c.client_id == client_id)).first()
+            existing = conn.execute(queries.ENROLMENT, {"client_id": client_id}).first()
             if existing is not None:
                 if bytes(existing.public_key) != raw:
                     raise LedgerError(
@@ -312,13 +308,8 @@ class PrivacyLedger:
         """
         if not isinstance(charge, PrivacyCharge):
             raise TypeError(f"charge must be a PrivacyCharge, got {type(charge).__name__}")
-        entries = ledger_entries.c
         with self._write() as conn:
-            enrolled = conn.execute(
-                select(client_keys.c.public_key, client_keys.c.key_id).where(
-                    client_keys.c.client_id == charge.client_id
-                )
-            ).first()
+            enrolled = conn.execute(queries.ENROLLED_KEY, {"client_id": charge.client_id}).first()
             if enrolled is None:
                 raise LedgerError(f"client {charge.client_id!r} is not enrolled; call enroll() first")
             if signer.public_key_id != enrolled.key_id:
@@ -328,17 +319,9 @@ class PrivacyLedger:
                 )
             self._refuse_decreasing_epsilon(conn, charge)
 
-            head = conn.execute(
-                select(entries.seq, entries.entry_hash)
-                .where(entries.ledger_id == self._ledger_id)
-                .order_by(entries.seq.desc())
-                .limit(1)
-            ).first()
+            head = conn.execute(queries.HEAD, {"ledger_id": self._ledger_id}).first()
             client_head = conn.execute(
-                select(entries.client_seq, entries.entry_hash)
-                .where(entries.ledger_id == self._ledger_id, entries.client_id == charge.client_id)
-                .order_by(entries.client_seq.desc())
-                .limit(1)
+                queries.CLIENT_HEAD, {"ledger_id": self._ledger_id, "client_id": charge.client_id}
             ).first()
             chain = {
                 "ledger_id": self._ledger_id,
@@ -354,24 +337,15 @@ class PrivacyLedger:
             if not verify_signature(enrolled_key, signature, signing_message(entry_hash)):
                 raise LedgerError("the signer's signature does not verify under the enrolled key")
             entry = LedgerEntry(charge=charge, entry_hash=entry_hash, signature=signature, **chain)
-            conn.execute(insert(ledger_entries).values(**_entry_to_row(entry)))
+            conn.execute(queries.INSERT_ENTRY, _entry_to_row(entry))
         return entry
 
     @staticmethod
     def _refuse_decreasing_epsilon(conn: Connection, charge: PrivacyCharge) -> None:
-        c = ledger_entries.c
-        previous = conn.execute(
-            select(c.epsilon_after)
-            .where(
-                c.run_id == charge.run_id,
-                c.client_id == charge.client_id,
-                c.unit == charge.unit,
-                c.accountant == charge.accountant,
-                c.delta == charge.delta,
-            )
-            .order_by(c.position.desc())
-            .limit(1)
-        ).scalar()
+        previous = conn.execute(queries.LAST_EPSILON_OF_SERIES, {
+            "run_id": charge.run_id, "client_id": charge.client_id, "unit": charge.unit,
+            "accountant": charge.accountant, "delta": charge.delta,
+        }).scalar()
         if previous is not None and charge.epsilon_after < previous:
             raise ValueError(
                 f"epsilon_after {charge.epsilon_after!r} is lower than the {previous!r} already recorded "
@@ -451,15 +425,10 @@ class PrivacyLedger:
     ) -> list[LedgerEntry]:
         """Entries in the order they were written, optionally for one run and/or client,
         and only those whose ``seq`` exceeds ``after_seq``."""
-        query = select(ledger_entries).order_by(ledger_entries.c.position)
-        if run_id is not None:
-            query = query.where(ledger_entries.c.run_id == run_id)
-        if client_id is not None:
-            query = query.where(ledger_entries.c.client_id == client_id)
-        if after_seq is not None:
-            query = query.where(ledger_entries.c.seq > after_seq)
+        query = queries.entries_query(run_id is not None, client_id is not None, after_seq is not None)
+        values = {"run_id": run_id, "client_id": client_id, "after_seq": after_seq}
         with self._read() as conn:
-            return [_row_to_entry(row) for row in conn.execute(query)]
+            return [_row_to_entry(row) for row in conn.execute(query, values)]
 
     def entry_hash(self, ledger_id: str, seq: int, client_id: str) -> str | None:
         """The hash of ``client_id``'s entry ``seq`` of ledger ``ledger_id``, if held here."""
@@ -490,12 +459,10 @@ class PrivacyLedger:
         Without ``run_id`` this is the last charge in any run; epsilons of separate runs
         over the same data are *not* composed here.
         """
-        c = ledger_entries.c
-        query = select(c.epsilon_after).where(c.client_id == client_id, c.unit == unit)
-        if run_id is not None:
-            query = query.where(c.run_id == run_id)
+        query = queries.latest_epsilon_query(run_id is not None)
+        values = {"client_id": client_id, "unit": unit, "run_id": run_id}
         with self._read() as conn:
-            value = conn.execute(query.order_by(c.position.desc()).limit(1)).scalar()
+            value = conn.execute(query, values).scalar()
         return 0.0 if value is None else float(value)
 
     # -- verification ---------------------------------------------------------------
