@@ -32,9 +32,9 @@ from sqlalchemy import Engine, Row, create_engine, event, func, insert, select
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
+from . import queries
 from .errors import LedgerError
 from .hashing import compute_entry_hash, signing_message
-from . import queries
 from .models import CHARGE_FIELDS, GENESIS_HASH, LedgerEntry, LedgerHead, PrivacyCharge, utc_now_iso
 from .schema import (SCHEMA_VERSION, client_keys, create_schema, ledger_entries, ledger_meta,
                      schema_complete)
