@@ -18,12 +18,8 @@ _entry = ledger_entries.c
 
 #: Every key/value fact about the ledger file.
 META = select(ledger_meta.c.key, ledger_meta.c.value)
-#: The enrolment row of ``client_id``.
+#: The enrolment row of ``client_id``: its key and the key's id among them.
 ENROLMENT = select(client_keys).where(client_keys.c.client_id == bindparam("client_id"))
-#: The key ``client_id`` enrolled, and its id.
-ENROLLED_KEY = select(client_keys.c.public_key, client_keys.c.key_id).where(
-    client_keys.c.client_id == bindparam("client_id")
-)
 #: The newest entry of ledger ``ledger_id``'s own chain.
 HEAD = (
     select(_entry.seq, _entry.entry_hash)

@@ -309,7 +309,7 @@ class PrivacyLedger:
         if not isinstance(charge, PrivacyCharge):
             raise TypeError(f"charge must be a PrivacyCharge, got {type(charge).__name__}")
         with self._write() as conn:
-            enrolled = conn.execute(queries.ENROLLED_KEY, {"client_id": charge.client_id}).first()
+            enrolled = conn.execute(queries.ENROLMENT, {"client_id": charge.client_id}).first()
             if enrolled is None:
                 raise LedgerError(f"client {charge.client_id!r} is not enrolled; call enroll() first")
             if signer.public_key_id != enrolled.key_id:
