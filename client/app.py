@@ -30,6 +30,9 @@ def train(msg: Message, context: Context) -> Message:
     if isinstance(trained, Message):
         return trained
     _, outcome = trained
+    if outcome.declined:
+        return with_ledger(status_reply(msg, node_client_id(context.node_config), "declined",
+                                        outcome.reason, outcome.metrics), outcome)
     content = RecordDict(
         {
             "update": to_record(outcome.update),
@@ -43,11 +46,8 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.train(secagg_wire.SETUP)
 def secagg_setup(msg: Message, context: Context) -> Message:
-    """Secure aggregation, stage 1: train, keep the update on the node, publish keys."""
-    trained = _train(msg, context)
-    if isinstance(trained, Message):
-        return trained
-    return with_ledger(secure_aggregation.share_keys(msg, context, *trained), trained[1])
+    """Secure aggregation, stage 1: fresh keys for the round."""
+    return secure_aggregation.share_keys(msg, context)
 
 
 @app.train(secagg_wire.SHARE_SECRETS)
@@ -58,8 +58,13 @@ def secagg_share_secrets(msg: Message, context: Context) -> Message:
 
 @app.train(secagg_wire.MASKED_INPUT)
 def secagg_masked_input(msg: Message, context: Context) -> Message:
-    """Secure aggregation, stage 3: the masked update."""
-    return secure_aggregation.mask_input(msg, context)
+    """Secure aggregation, stage 3: train, then send the update masked (a neutral input
+    when the client declines); a client that cannot train leaves the round."""
+    trained = _train(msg, context)
+    if isinstance(trained, Message):
+        secure_aggregation.leave(context)
+        return trained
+    return with_ledger(secure_aggregation.mask_input(msg, context, *trained), trained[1])
 
 
 @app.train(secagg_wire.UNMASK)
@@ -69,9 +74,9 @@ def secagg_unmask(msg: Message, context: Context) -> Message:
 
 
 def _train(msg: Message, context: Context) -> tuple[RunConfig, LocalRoundOutcome] | Message:
-    """Run the round's local training on the received global model; the accountant's
-    history is saved before anything leaves the node. A status reply instead when the
-    client cannot train or declines (its budget would be exceeded)."""
+    """Run the round's local training on the received global model (or decline it, when
+    the client's budget would be exceeded); the accountant's history is saved before
+    anything leaves the node. A status reply instead when the client cannot train."""
     server_round = int(msg.content["config"]["server-round"])
     settings = {k: v for k, v in msg.content["config"].items() if k not in ROUND_KEYS}
     client_id = node_client_id(context.node_config)
@@ -95,8 +100,4 @@ def _train(msg: Message, context: Context) -> tuple[RunConfig, LocalRoundOutcome
         return status_reply(msg, client_id, "failed", str(error))
 
     save_history(context.state, outcome.history, outcome.plan_record)
-    if outcome.declined:
-        return with_ledger(
-            status_reply(msg, client_id, "declined", outcome.reason, outcome.metrics), outcome
-        )
     return config, outcome

@@ -3,22 +3,30 @@
 A round is four Message rounds (Bonawitz et al., CCS 2017; Bell et al., CCS 2020; the
 messages are listed in :mod:`task.secagg_wire`):
 
-1. ``secagg_setup``: the node trains locally (DP-SGD, its budget charged as in the plain
-   round, by ``client.app``), then :func:`share_keys` turns the update into the input
-   vector -- clipped and noised first when client-level DP is on -- keeps it in
-   ``context.state`` and publishes two fresh X25519 public keys;
+1. ``secagg_setup`` (:func:`share_keys`): two fresh X25519 public keys for the round;
 2. ``secagg_share_secrets`` (:func:`share_secrets`): Shamir shares of the self-mask seed and
    of the mask key go to the neighbours, encrypted end to end (AES-GCM);
-3. ``secagg_masked_input`` (:func:`mask_input`): the input leaves the node, quantised and
-   masked; the unmasked copy is deleted;
+3. ``secagg_masked_input`` (:func:`mask_input`): the node trains locally (DP-SGD, its budget
+   charged as in the plain round, by ``client.app``), turns the update into the input
+   vector -- clipped and noised first when client-level DP is on -- and sends it
+   quantised and masked, all in one handler;
 4. ``secagg_unmask`` (:func:`unmask`): shares that let the server remove the masks of the
    sum (never both kinds for one client), after which every secret is wiped.
+
+Training happens in stage 3, as in Flower's own SecAgg+ workflow, so the unmasked input
+exists only inside that handler: it is never kept in ``context.state``, which a
+simulation carries to and from the client's worker with every message (keeping a 500 KB
+input there cost a 100-client round about 0.2 s). A client whose budget would be exceeded
+declines but still sends a *neutral* input -- zeros, weight zero, plus its noise share
+under client-level DP -- so a decline is not a dropout: the round needs no mask recovery
+for it and cannot fall below the threshold because of it.
 
 Order matters for privacy: sample-level noise (DP-SGD), then client-level clipping and
 noise (:mod:`privacy.distributed_dp`), then masking. Between stages the protocol state,
 private keys included, stays in ``context.state`` on this node. A protocol error (a
-tampered share, a round below threshold) makes the node leave the round: it forgets its
-secrets and answers ``failed`` with the reason, which the server counts as a dropout.
+tampered share, a round below threshold) or a failed local round makes the node leave the
+round: it forgets its secrets and answers ``failed`` with the reason, which the server
+counts as a dropout.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from client.data import node_client_id
 from client.local_round import LocalRoundOutcome
@@ -43,15 +51,14 @@ from privacy.secagg import (
     UnmaskRequest,
 )
 from task.config import RunConfig
+from task.records import from_record
 from task.secagg_wire import RECIPIENT_KEY, from_records, to_records
 from task.secure_vector import VectorLayout
 
-__all__ = ["secure_input", "share_keys", "share_secrets", "mask_input", "unmask"]
+__all__ = ["secure_input", "share_keys", "share_secrets", "mask_input", "unmask", "leave"]
 
 # Private keys and shares: they never leave the node.
 STATE_KEY = "secagg-client"
-# The unmasked input, from training until it is masked.
-INPUT_KEY = "secagg-input"
 
 
 def secure_input(
@@ -62,7 +69,18 @@ def secure_input(
     With client-level DP the update is first clipped to L2 norm ``C`` and given its noise
     share ``N(0, (sigma C)^2 / n)``, ``n`` being the cohort size, so the shares of the whole
     cohort add up to noise of std ``sigma C`` (Kairouz et al. 2021).
+
+    A declined round adds the neutral input: zeros, weight zero, and (under client-level
+    DP) the noise share all the same, so the sum carries as much noise as if the client had
+    trained.
     """
+    if outcome.declined:
+        vector = np.zeros(layout.length)
+        if config.client_dp:
+            std = noise_share_std(config.client_noise_multiplier, config.client_clip_norm,
+                                  expected_clients)
+            vector[: layout.model_length] = add_noise_share(vector[: layout.model_length], std)
+        return vector
     update = layout.flatten(outcome.update)
     if config.client_dp:
         clip = config.client_clip_norm
@@ -71,38 +89,17 @@ def secure_input(
     return layout.pack(update, outcome.metrics)
 
 
-def share_keys(
-    msg: Message, context: Context, config: RunConfig, outcome: LocalRoundOutcome
-) -> Message:
-    """Stage ``secagg_setup``, after local training: keep the input, publish fresh keys.
-
-    The reply carries, in the clear, only the status and :data:`CLEAR_METRICS`.
-    """
+def share_keys(msg: Message, context: Context) -> Message:
+    """Stage ``secagg_setup``: a fresh round on this node, its public keys published."""
     client_id = node_client_id(context.node_config)
-    _forget(context)
+    leave(context)
     try:
         setup = from_records(msg.content, SetupMessage)
-        layout = VectorLayout.for_run(outcome.update, config)  # the model's names and shapes
-        if setup.vector_length != layout.length:
-            raise SecAggProtocolError(
-                f"setup announces vectors of length {setup.vector_length}, this model and "
-                f"its metrics need {layout.length}"
-            )
-        vector = secure_input(outcome, config, layout, len(setup.client_ids))
         client = SecAggClient(int(msg.content[RECIPIENT_KEY]["client-id"]))
         keys = client.share_keys(setup)
     except (SecAggError, ValueError) as error:
-        return status_reply(msg, client_id, "failed", str(error), outcome.metrics)
-    context.state[INPUT_KEY] = ArrayRecord({"input": Array(vector)})
-    context.state[STATE_KEY] = ConfigRecord(client.state_dict())
-    content = RecordDict(
-        {
-            "status": ConfigRecord({"client-id": client_id, "status": "trained"}),
-            "metrics": MetricRecord(public_metrics(outcome.metrics)),
-            **to_records(keys),
-        }
-    )
-    return Message(content=content, reply_to=msg)
+        return status_reply(msg, client_id, "failed", str(error))
+    return _reply(msg, context, client_id, client, keys)
 
 
 def share_secrets(msg: Message, context: Context) -> Message:
@@ -112,18 +109,30 @@ def share_secrets(msg: Message, context: Context) -> Message:
     )
 
 
-def mask_input(msg: Message, context: Context) -> Message:
-    """Stage ``secagg_masked_input``: the quantised, masked input; the plain copy is deleted."""
+def mask_input(
+    msg: Message, context: Context, config: RunConfig, outcome: LocalRoundOutcome
+) -> Message:
+    """Stage ``secagg_masked_input``, after local training: the quantised, masked input.
+
+    ``outcome`` is the round just trained (or declined) on the model in ``msg``. The reply
+    carries, in the clear, only the status and :data:`CLEAR_METRICS`.
+    """
+    status = "declined" if outcome.declined else "trained"
 
     def step(client: SecAggClient) -> Any:
-        if INPUT_KEY not in context.state:
-            raise SecAggProtocolError(f"client {client.client_id}: no input kept for this round")
-        vector = context.state[INPUT_KEY]["input"].numpy()
-        masked = client.mask_input(from_records(msg.content, ForwardedShares), vector)
-        del context.state[INPUT_KEY]
-        return masked
+        setup = client.setup
+        weights = outcome.update or from_record(msg.content["arrays"])
+        layout = VectorLayout.for_run(weights, config)  # the model's names and shapes
+        if setup is None or setup.vector_length != layout.length:
+            raise SecAggProtocolError(
+                f"setup announces vectors of length "
+                f"{None if setup is None else setup.vector_length}, this model and its "
+                f"metrics need {layout.length}"
+            )
+        vector = secure_input(outcome, config, layout, len(setup.client_ids))
+        return client.mask_input(from_records(msg.content, ForwardedShares), vector)
 
-    return _advance(msg, context, step)
+    return _advance(msg, context, step, status, outcome)
 
 
 def unmask(msg: Message, context: Context) -> Message:
@@ -131,11 +140,23 @@ def unmask(msg: Message, context: Context) -> Message:
     reply = _advance(
         msg, context, lambda client: client.unmask(from_records(msg.content, UnmaskRequest))
     )
-    _forget(context)
+    leave(context)
     return reply
 
 
-def _advance(msg: Message, context: Context, step: Callable[[SecAggClient], Any]) -> Message:
+def leave(context: Context) -> None:
+    """Forget every secret of the round in progress on this node, if any."""
+    if STATE_KEY in context.state:
+        del context.state[STATE_KEY]
+
+
+def _advance(
+    msg: Message,
+    context: Context,
+    step: Callable[[SecAggClient], Any],
+    status: str = "ok",
+    outcome: LocalRoundOutcome | None = None,
+) -> Message:
     """Restore the protocol state, run one stage, save the state; leave the round on error."""
     client_id = node_client_id(context.node_config)
     try:
@@ -143,17 +164,35 @@ def _advance(msg: Message, context: Context, step: Callable[[SecAggClient], Any]
             raise SecAggProtocolError("no secure aggregation round in progress on this node")
         client = SecAggClient.from_state_dict(dict(context.state[STATE_KEY]))
         reply = step(client)
-    except SecAggError as error:
-        _forget(context)
-        return status_reply(msg, client_id, "failed", str(error))
+    except (SecAggError, ValueError) as error:
+        leave(context)
+        return status_reply(msg, client_id, "failed", str(error),
+                            outcome.metrics if outcome is not None else None)
+    return _reply(msg, context, client_id, client, reply, status, outcome)
+
+
+def _reply(
+    msg: Message,
+    context: Context,
+    client_id: str,
+    client: SecAggClient,
+    protocol_message: Any,
+    status: str = "ok",
+    outcome: LocalRoundOutcome | None = None,
+) -> Message:
+    """Save the protocol state; answer with the status (and, after training, the reason of
+    a decline and the public metrics) and the protocol message."""
     context.state[STATE_KEY] = ConfigRecord(client.state_dict())
+    clear = {} if outcome is None else {
+        "status": ConfigRecord({"client-id": client_id, "status": status,
+                                "reason": outcome.reason}),
+        "metrics": MetricRecord(public_metrics(outcome.metrics)),
+    }
     content = RecordDict(
-        {"status": ConfigRecord({"client-id": client_id, "status": "ok"}), **to_records(reply)}
+        {
+            "status": ConfigRecord({"client-id": client_id, "status": status}),
+            **clear,
+            **to_records(protocol_message),
+        }
     )
     return Message(content=content, reply_to=msg)
-
-
-def _forget(context: Context) -> None:
-    for key in (STATE_KEY, INPUT_KEY):
-        if key in context.state:
-            del context.state[key]

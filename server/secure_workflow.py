@@ -5,24 +5,29 @@ round is four Message rounds driving the protocol core in :mod:`privacy.secagg`
 (Bonawitz et al., CCS 2017; Bell et al., CCS 2020; the messages are in
 :mod:`task.secagg_wire`)::
 
-    secagg_setup          model + public round parameters  ->  status, epsilon, public keys
+    secagg_setup          public round parameters          ->  public keys
     secagg_share_secrets  neighbours' public keys          ->  encrypted Shamir shares
-    secagg_masked_input   shares addressed to the client   ->  masked input y_u
+    secagg_masked_input   model, config, the client's      ->  status, epsilon, masked
+                          shares                               input y_u
     secagg_unmask         who survived, who dropped        ->  seed / key shares
 
-Each client trains on receiving ``secagg_setup`` and keeps its input on its node until it
-sends it masked. The input is one vector holding the weighted update, the weight and every
-data-dependent metric (:mod:`task.secure_vector`); only the client's id, status, epsilon and
-mechanism parameters travel in the clear. The server therefore receives, per client, only
-uniformly distributed masked vectors, public keys and ciphertexts it cannot open.
+Each client trains on receiving ``secagg_masked_input`` and masks its input in the same
+handler, as Flower's SecAgg+ workflow does, so no unmasked input waits between stages. The
+input is one vector holding the weighted update, the weight and every data-dependent metric
+(:mod:`task.secure_vector`); only the client's id, status, epsilon and mechanism parameters
+travel in the clear. The server therefore receives, per client, only uniformly distributed
+masked vectors, public keys and ciphertexts it cannot open. A client that declines (its
+budget would be exceeded) sends a neutral input, so it stays in the sum and adds nothing
+to it but its share of client-level noise.
 
 Dropouts. A node that does not answer a stage, answers with an error, or reports a
-protocol failure has dropped out at that stage: the protocol excludes it (before sending
-its masked input) or unmasks the sum without it (its pairwise masks are rebuilt from its
-neighbours' key shares). Clients that drop after sending their masked input stay in the
-sum. When fewer than ``t`` clients survive a stage (overall or in some neighbourhood), the
-round is aborted: :meth:`SecureWorkflow.run_round` returns an aggregate with ``aborted``
-set, the federation keeps the global model, and the next round starts afresh.
+failure (a protocol error, a local round that could not run) has dropped out at that
+stage: the protocol excludes it (before sending its masked input) or unmasks the sum
+without it (its pairwise masks are rebuilt from its neighbours' key shares). Clients that
+drop after sending their masked input stay in the sum. When fewer than ``t`` clients
+survive a stage (overall or in some neighbourhood), the round is aborted:
+:meth:`SecureWorkflow.run_round` returns an aggregate with ``aborted`` set, the federation
+keeps the global model, and the next round starts afresh.
 
 Threshold: ``t = max(floor(m / 2) + 1, ceil(f * m))`` for a neighbourhood of ``m`` clients
 (``m = n`` up to 20 clients, ``k + 1`` with ``k ~ log2 n`` neighbours beyond) and
@@ -37,7 +42,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -107,13 +112,13 @@ class _Round:
     def __init__(self, cohort: Sequence[int], record: SecureRound) -> None:
         self.cohort = sorted(cohort)
         self.index = {node: i for i, node in enumerate(self.cohort)}
+        self.names: dict[int, str] = {}
         self.reports: dict[int, ClientReport] = {}
         self.left: dict[int, tuple[str, str]] = {}
         self.record = record
 
     def name(self, node: int) -> str:
-        report = self.reports.get(node)
-        return report.client_id if report else unnamed_client(node)
+        return self.names.get(node, unnamed_client(node))
 
     def drop(self, node: int, stage: str, why: str) -> None:
         self.left.setdefault(node, (stage, why))
@@ -123,6 +128,18 @@ class _Round:
 
     def final_reports(self, contributors: set[int], aborted: str | None) -> list[ClientReport]:
         """Statuses once the round is over: "trained" means "in the sum"."""
+        for node in self.cohort:
+            if node in self.reports:
+                continue
+            # It never reached training: it left, or the round ended before it trained.
+            if node in self.left:
+                stage, why = self.left[node]
+                status, reason = "dropped", f"left secure aggregation at stage '{stage}': {why}"
+            elif aborted is not None:
+                status, reason = "aborted", str(aborted)
+            else:
+                status, reason = "dropped", "left out by the protocol before it trained"
+            self.reports[node] = ClientReport(node, self.name(node), status, reason=reason)
         for node, report in self.reports.items():
             if report.status != "trained":
                 continue
@@ -237,40 +254,21 @@ class SecureWorkflow:
         per_node: Mapping[int, dict] | None,
     ) -> SecAggResult:
         setup = wire.to_records(server.setup())
-        contents = {
-            node: RecordDict({
-                "arrays": arrays,
-                "config": node_config(config, node, per_node),
-                **setup,
-                wire.RECIPIENT_KEY: ConfigRecord({"client-id": state.index[node]}),
-            })
-            for node in state.cohort
-        }
-        replies = self._exchange(grid, wire.SETUP, contents, state, timeout)
-        keys = []
-        for node in state.cohort:
-            reply = replies.get(node)
-            if reply is None:
-                state.reports[node] = ClientReport(
-                    node, unnamed_client(node), "dropped", reason="no reply before the timeout"
-                )
-            else:
-                state.reports[node] = parse_report(reply, node)
-            report = state.reports[node]
-            if report.status != "trained":
-                state.record.dropouts.setdefault(wire.STAGE_OF_ACTION[wire.SETUP], []).append(
-                    report.client_id
-                )
-                continue
-            message = self._parse(reply, PublicKeys, "client_id", state, node, wire.SETUP)
-            if message is not None:
-                keys.append(message)
+        recipients = {node: state.index[node] for node in state.cohort}
+        keys = self._stage(grid, wire.SETUP, {i: None for i in recipients.values()},
+                           PublicKeys, "client_id", state, timeout, extra=lambda node: {
+                               **setup,
+                               wire.RECIPIENT_KEY: ConfigRecord({"client-id": recipients[node]}),
+                           })
         neighbour_keys = server.collect_public_keys(keys)
         shares = self._stage(grid, wire.SHARE_SECRETS, neighbour_keys, EncryptedShares,
                              "sender", state, timeout)
         forwarded = server.collect_encrypted_shares(shares)
         masked = self._stage(grid, wire.MASKED_INPUT, forwarded, MaskedInput, "client_id",
-                             state, timeout)
+                             state, timeout, extra=lambda node: {
+                                 "arrays": arrays,
+                                 "config": node_config(config, node, per_node),
+                             })
         requests = server.collect_masked_inputs(masked)
         responses = self._stage(grid, wire.UNMASK, requests, UnmaskResponse, "client_id",
                                 state, timeout)
@@ -285,9 +283,16 @@ class SecureWorkflow:
         sender_field: str,
         state: _Round,
         timeout: float | None,
+        extra: Callable[[int], dict] | None = None,
     ) -> list[_M]:
-        """Send each client its stage message; parse the replies, dropping the failures."""
-        contents = {state.cohort[i]: RecordDict(wire.to_records(m)) for i, m in outgoing.items()}
+        """Send each client its stage message ``outgoing[i]`` (``None``: none) with the
+        records ``extra(node)``, if given; parse the replies, dropping the failures. The stage that trains
+        (``secagg_masked_input``) also records each reply's clear-text report."""
+        contents = {}
+        for i, message in outgoing.items():
+            node = state.cohort[i]
+            records = wire.to_records(message) if message is not None else {}
+            contents[node] = RecordDict({**records, **(extra(node) if extra else {})})
         replies = self._exchange(grid, action, contents, state, timeout)
         received = []
         for node in contents:
@@ -295,6 +300,13 @@ class SecureWorkflow:
             if reply is None:
                 state.drop(node, wire.STAGE_OF_ACTION[action], "no reply before the timeout")
                 continue
+            if not reply.has_error():
+                state.names[node] = str(reply.content["status"]["client-id"])
+            if action == wire.MASKED_INPUT:
+                state.reports[node] = report = parse_report(reply, node)
+                if report.status == "failed" and "steps" in report.public:
+                    # It trained (and was charged), then left the protocol: "dropped" below.
+                    report.status = "trained"
             message = self._parse(reply, cls, sender_field, state, node, action)
             if message is not None:
                 received.append(message)
@@ -310,7 +322,8 @@ class SecureWorkflow:
             state.drop(node, stage, reply.error.reason)
             return None
         status = reply.content["status"]
-        if str(status["status"]) != ("trained" if action == wire.SETUP else "ok"):
+        accepted = ("trained", "declined") if action == wire.MASKED_INPUT else ("ok",)
+        if str(status["status"]) not in accepted:
             state.drop(node, stage, str(status.get("reason", status["status"])))
             return None
         try:

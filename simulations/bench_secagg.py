@@ -10,10 +10,11 @@ twice in one invocation -- plain aggregation, then SecAgg+ -- and reports the st
 round time (mean over the rounds after the first, which also starts Ray's actors and
 loads the data), the overhead, and where the secure round spends its extra time:
 
-* ``stages s``: wall time of the three protocol-only Message rounds (share secrets, masked
-  input, unmask) inside the simulation, transport and client work included, and
-  ``stages / plain``, that time as a share of the plain round: the part of the overhead
-  that does not depend on how two noisy round times happen to differ;
+* ``stages s``: wall time of the three protocol-only Message rounds (setup, share
+  secrets, unmask; the clients train in the fourth, masked input) inside the simulation,
+  transport and client work included, and ``stages / plain``, that time as a share of the
+  plain round: the part of the overhead that does not depend on how two noisy round times
+  happen to differ (masking, in the training stage, is not in it);
 * ``protocol s``: the protocol's own compute for the whole cohort (every client and the
   server, run one after another on one core by ``privacy.secagg.run_secagg_round``), for a
   vector of the model's size plus the metric coordinates.
@@ -49,7 +50,7 @@ from task.model import model_input_shape
 from task.scenarios import SCENARIOS
 from task.secure_vector import VectorLayout
 
-PROTOCOL_STAGES = ("share_secrets", "collect_masked_input", "unmask")
+PROTOCOL_STAGES = ("share_keys", "share_secrets", "unmask")
 
 
 @dataclass

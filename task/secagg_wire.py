@@ -8,9 +8,9 @@ numpy arrays (only the masked input) into the ``ArrayRecord`` ``"secagg-arrays"`
 =====================  ==============================  ===============================
 action                 server -> client                 client -> server
 =====================  ==============================  ===============================
-secagg_setup           model, config, SetupMessage      status, public metrics, PublicKeys
+secagg_setup           SetupMessage                     PublicKeys
 secagg_share_secrets   NeighbourKeys                    EncryptedShares
-secagg_masked_input    ForwardedShares                  MaskedInput
+secagg_masked_input    model, config, ForwardedShares   status, public metrics, MaskedInput
 secagg_unmask          UnmaskRequest                    UnmaskResponse
 =====================  ==============================  ===============================
 

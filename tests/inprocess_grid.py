@@ -3,7 +3,7 @@
 Messages go to ``client.app.app`` (the real ClientApp) with one real ``Context`` per node,
 so secure-aggregation rounds exercise the server workflow, the wire format and the client
 handlers with real cryptography, in milliseconds. Local training is replaced by synthetic
-updates (the ``secagg_setup`` handler gets a made-up ``LocalRoundOutcome``); everything
+updates (the ``secagg_masked_input`` handler gets a made-up ``LocalRoundOutcome``); everything
 after training is the production code path.
 
 Fault injection: ``drop[action]`` holds nodes whose message for that action is never
@@ -101,7 +101,7 @@ class InProcessGrid:
 
     def _deliver(self, action: str, node: int, message: Message) -> Message:
         context = self.contexts[node]
-        if action != wire.SETUP:
+        if action != wire.MASKED_INPUT:
             return client_app(message, context)
         known = DEFAULTS.to_flower()
         config = resolve_config(
@@ -114,7 +114,7 @@ class InProcessGrid:
             server_round,
         )
         self.outcomes[(server_round, node)] = outcome
-        return secure_aggregation.share_keys(message, context, config, outcome)
+        return secure_aggregation.mask_input(message, context, config, outcome)
 
 
 def flat_update(outcome: LocalRoundOutcome) -> np.ndarray:

@@ -130,6 +130,11 @@ class SecAggClient:
         return self._state
 
     @property
+    def setup(self) -> SetupMessage | None:
+        """The round's public parameters, once stage ``share_keys`` has read them."""
+        return self._setup
+
+    @property
     def neighbours(self) -> tuple[int, ...]:
         """This client's neighbours in the round's graph (itself excluded)."""
         return self._neighbours

@@ -7,7 +7,7 @@ import pytest
 from flwr.app import Context, Message, RecordDict
 
 from client import secure_aggregation
-from client.secure_aggregation import INPUT_KEY, STATE_KEY, secure_input
+from client.secure_aggregation import STATE_KEY, secure_input
 from server.secure_workflow import SecureWorkflow
 from task import secagg_wire as wire
 from task.records import to_record
@@ -68,6 +68,54 @@ def test_layout_reads_the_sum_back_in_plain_units_and_counts_clipped_coordinates
     assert layout.unpack(vector).clipped_coordinates == 300
 
 
+def test_a_declined_round_adds_zeros_and_under_client_dp_its_noise_share():
+    declined = synthetic_outcome(MODEL, partition=0, server_round=1)
+    declined.update, declined.declined = {}, True
+    config = default_config()
+    layout = VectorLayout.for_run(MODEL, config)
+    assert not secure_input(declined, config, layout, expected_clients=4).any()
+
+    config = default_config(**{"client-dp": True, "client-noise-multiplier": 1.2,
+                               "client-clip-norm": 0.5})
+    vector = secure_input(declined, config, layout, expected_clients=9)
+    assert vector[: layout.model_length].std() == pytest.approx(1.2 * 0.5 / 3, rel=0.02)
+    assert not vector[layout.model_length :].any()  # weight, counts and metrics: zero
+
+
+def assert_sum_of(aggregate, outcomes) -> None:
+    """``aggregate`` holds the weighted sum of exactly ``outcomes`` (within quantisation)."""
+    expected = sum(o.metrics["num-examples"] * flat_update(o) for o in outcomes)
+    got = np.concatenate([v.ravel() for v in aggregate.update_sum.values()])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert aggregate.weight_sum == sum(o.metrics["num-examples"] for o in outcomes)
+
+
+def test_a_client_that_declines_stays_in_the_sum_without_changing_it():
+    config = default_config()
+
+    class Declining(InProcessGrid):
+        def _deliver(self, action, node, message):
+            if action == wire.MASKED_INPUT and node == self.nodes[1]:
+                outcome = synthetic_outcome(MODEL, 1, 1)
+                outcome.update, outcome.declined = {}, True
+                outcome.reason = "client-1 declines round 1: its epsilon would reach 9"
+                return secure_aggregation.mask_input(message, self.contexts[node], config,
+                                                     outcome)
+            return super()._deliver(action, node, message)
+
+    grid = Declining(3)
+    workflow = SecureWorkflow(config)
+    aggregate = workflow.run_round(
+        grid, grid.nodes, to_record(MODEL), {**config.to_flower(), "server-round": 1}, 1
+    )
+    assert [r.status for r in aggregate.reports] == ["trained", "declined", "trained"]
+    assert aggregate.reports[1].reason == "client-1 declines round 1: its epsilon would reach 9"
+    assert aggregate.reports[1].epsilon == pytest.approx(0.1)  # its public metrics
+    record = workflow.describe()["secure_aggregation_rounds"][0]
+    assert record["dropouts"] == {} and record["contributors"] == 3  # no recovery needed
+    assert_sum_of(aggregate, [grid.outcomes[(1, n)] for n in (grid.nodes[0], grid.nodes[2])])
+
+
 def test_layout_rejects_an_update_in_another_parameter_order():
     layout = VectorLayout.for_run(MODEL, default_config())
     with pytest.raises(ValueError, match="parameters"):
@@ -84,7 +132,7 @@ def _bytes_in(content: RecordDict) -> set[bytes]:
     return found
 
 
-def test_input_stays_on_the_node_until_masked_and_every_secret_is_then_wiped(monkeypatch):
+def test_the_input_never_waits_in_the_state_and_every_secret_is_then_wiped(monkeypatch):
     state_keys: dict[str, set[str]] = {}
     sent: set[bytes] = set()
     private: set[bytes] = set()
@@ -112,9 +160,10 @@ def test_input_stays_on_the_node_until_masked_and_every_secret_is_then_wiped(mon
         grid, grid.nodes, to_record(MODEL), {**default_config().to_flower(), "server-round": 1}, 1
     )
 
-    assert state_keys[wire.SETUP] == {STATE_KEY, INPUT_KEY}
-    assert state_keys[wire.SHARE_SECRETS] == {STATE_KEY, INPUT_KEY}
-    assert state_keys[wire.MASKED_INPUT] == {STATE_KEY}  # the plain input is gone once masked
+    # The plain input never waits in the state: it is made and masked in one handler.
+    assert state_keys[wire.SETUP] == {STATE_KEY}
+    assert state_keys[wire.SHARE_SECRETS] == {STATE_KEY}
+    assert state_keys[wire.MASKED_INPUT] == {STATE_KEY}
     assert state_keys[wire.UNMASK] == set()
     assert len(private) == 6  # two fresh X25519 key pairs per client...
     assert not private & sent  # ...whose private halves never left their nodes
@@ -133,22 +182,29 @@ def test_a_stage_without_a_round_in_progress_fails_with_a_clear_reason():
     )
 
 
-def test_a_nan_update_fails_before_any_key_is_published():
+def test_a_nan_update_is_never_sent_and_the_others_are_summed_without_it():
     config = default_config()
     outcome = synthetic_outcome(MODEL, 0, 1)
     outcome.update["b"][0] = np.nan
 
     class Poisoned(InProcessGrid):
         def _deliver(self, action, node, message):
-            if action == wire.SETUP and node == self.nodes[0]:
-                return secure_aggregation.share_keys(message, self.contexts[node], config, outcome)
+            if action == wire.MASKED_INPUT and node == self.nodes[0]:
+                return secure_aggregation.mask_input(message, self.contexts[node], config, outcome)
             return super()._deliver(action, node, message)
 
     grid = Poisoned(3)
-    aggregate = SecureWorkflow(config).run_round(
+    workflow = SecureWorkflow(config)
+    aggregate = workflow.run_round(
         grid, grid.nodes, to_record(MODEL), {**config.to_flower(), "server-round": 1}, 1
     )
-    assert aggregate.reports[0].status == "failed"
+    assert aggregate.reports[0].status == "dropped"  # it trained, then left the protocol
+    assert "stage 'collect_masked_input'" in aggregate.reports[0].reason
     assert "NaN or infinite" in aggregate.reports[0].reason
     assert len(aggregate.trained) == 2
-    assert set(grid.contexts[grid.nodes[0]].state) == set()
+    assert set(grid.contexts[grid.nodes[0]].state) == set()  # it left the round
+    # Its pairwise masks were rebuilt from its neighbours' key shares: the sum of the two.
+    assert_sum_of(aggregate, [grid.outcomes[(1, n)] for n in grid.nodes[1:]])
+    assert workflow.describe()["secure_aggregation_rounds"][0]["dropouts"] == {
+        "collect_masked_input": ["client-0"]
+    }

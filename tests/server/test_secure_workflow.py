@@ -25,7 +25,7 @@ from opacus.accountants import RDPAccountant
 from typer.testing import CliRunner
 
 from client import app as client_main
-from client.secure_aggregation import INPUT_KEY
+from client import secure_aggregation
 from fedshield import cli
 from privacy.ledger import PrivacyLedger
 from privacy.secagg import SecAggConfig
@@ -273,8 +273,10 @@ def test_aborted_round_keeps_the_model_the_next_proceeds_and_dp_shortfall_is_cha
     reference.step(noise_multiplier=1.5, sample_rate=1.0)
     assert level["epsilon"] == pytest.approx(reference.get_epsilon(delta=config.delta), abs=1e-4)
     assert level["epsilon"] >= reference.get_epsilon(delta=config.delta)
-    # Every client trained in every round, so its sample-level steps count all three.
-    assert {c["rounds_trained"] for c in on_disk["client_epsilon"].values()} == {3}
+    # Clients train at the masked-input stage: client-0's message for it never came in
+    # round 1, and round 2 ended before it, so nobody trained (or spent budget) in vain.
+    assert {k: c["rounds_trained"] for k, c in on_disk["client_epsilon"].items()} == {
+        "client-0": 1, "client-1": 2, "client-2": 2, "client-3": 2}
 
 
 @pytest.mark.parametrize(
@@ -320,15 +322,24 @@ TRUE_INPUT_KEY = "test-true-input"
 
 
 def expose_true_input(msg, context, call_next):
-    """Test-only ClientApp mod: attach the input the client is about to mask."""
-    kept = None
-    if msg.metadata.message_type == wire.message_type(wire.MASKED_INPUT) and (
-        INPUT_KEY in context.state
-    ):
-        kept = context.state[INPUT_KEY]["input"].numpy().copy()
-    reply = call_next(msg, context)
-    if kept is not None:
-        reply.content[TRUE_INPUT_KEY] = ArrayRecord({"input": Array(kept)})
+    """Test-only ClientApp mod: attach the input the client masks (what
+    ``client.secure_aggregation.secure_input`` returns while the handler runs)."""
+    if msg.metadata.message_type != wire.message_type(wire.MASKED_INPUT):
+        return call_next(msg, context)
+    kept = []
+    original = secure_aggregation.secure_input
+
+    def keep(*args, **kwargs):
+        kept.append(original(*args, **kwargs))
+        return kept[-1]
+
+    secure_aggregation.secure_input = keep
+    try:
+        reply = call_next(msg, context)
+    finally:
+        secure_aggregation.secure_input = original
+    if kept:
+        reply.content[TRUE_INPUT_KEY] = ArrayRecord({"input": Array(kept[-1].copy())})
     return reply
 
 
@@ -487,7 +498,8 @@ def test_simulation_accuracy_with_secure_aggregation_matches_plain(recorded_secu
 def test_simulation_dropouts_midway_and_an_aborted_round_with_client_level_dp(tmp_path):
     """Round 1: a client fails mid-protocol (a share addressed to it is corrupted) and the
     round completes with the other two. Round 2: two of three clients vanish, the round
-    aborts below the threshold t=2, the model is unchanged. Round 3 proceeds."""
+    aborts below the threshold t=2 before anyone trains, the model is unchanged. Round 3
+    proceeds."""
     config = default_config(**{"num-server-rounds": 3, "local-epochs": 1,
                                "target-epsilon": 8.0, "client-dp": True,
                                "client-noise-multiplier": 0.5, "client-clip-norm": 0.1,
@@ -518,23 +530,23 @@ def test_simulation_dropouts_midway_and_an_aborted_round_with_client_level_dp(tm
     assert rounds[1]["aborted"].startswith("secure aggregation aborted at stage 'share_secrets'")
     assert rounds[2]["contributors"] == 3
 
-    # Each round's reply carried only the ledger entry the merged copy lacked, dropped
-    # and aborted rounds included, and the merged copy holds every charge.
+    # Each round's reply carried only the ledger entry the merged copy lacked, the dropped
+    # client's included, and the merged copy holds every charge: none in round 2.
     shipped: dict[str, list[list[int]]] = {}
     for reply in (r for stage in workflow.replies for r in stage if "ledger" in r.content):
         fields = reply.content["ledger"]
         shipped.setdefault(str(fields["client-id"]), []).append(
             [json.loads(text)["seq"] for text in fields["entries"]])
-    assert shipped == {c: [[1], [2], [3]] for c in ("client-0", "client-1", "client-2")}
+    assert shipped == {c: [[1], [2]] for c in ("client-0", "client-1", "client-2")}
     with PrivacyLedger(Path(summary["results_dir"]) / "ledger.sqlite", read_only=True) as merged:
-        assert merged.verify().ok and len(merged.entries()) == 9
+        assert merged.verify().ok and len(merged.entries()) == 6
 
     level = summary["client_level_epsilon"]
     assert set(level["by_round"]) == {"1", "3"}
     assert level["by_round"]["1"]["effective_noise_multiplier"] == pytest.approx(0.5 * np.sqrt(2 / 3))
     assert 0 < level["by_round"]["1"]["epsilon"] < level["epsilon"]
-    # Sample-level epsilon was spent in every round the clients trained, aborted or not.
+    # Sample-level epsilon was spent in rounds 1 and 3 (the dropped client's included);
+    # round 2 ended before anyone trained.
     for client in summary["client_epsilon"].values():
-        assert client["rounds_trained"] == 3
-        by_round = [client["by_round"][str(r)] for r in (1, 2, 3)]
-        assert 0 < by_round[0] < by_round[1] < by_round[2] <= 8.0
+        assert client["rounds_trained"] == 2 and set(client["by_round"]) == {"1", "3"}
+        assert 0 < client["by_round"]["1"] < client["by_round"]["3"] <= 8.0
