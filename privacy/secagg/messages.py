@@ -58,6 +58,11 @@ class Stage:
     ALL = (SETUP, SHARE_KEYS, SHARE_SECRETS, COLLECT_MASKED_INPUT, UNMASK)
 
 
+# Element kinds whose values pass ``_convert`` unchanged when of exactly this type (a
+# ``bool`` is not an ``int`` here, as in ``_convert``).
+_EXACT_TYPES = {"int": int, "float": float, "str": str, "bytes": bytes}
+
+
 def _convert(kind: str, name: str, value: Any) -> Any:
     def bad() -> SecAggProtocolError:
         return SecAggProtocolError(f"field '{name}' must be {kind}, got {type(value).__name__}")
@@ -82,6 +87,9 @@ def _convert(kind: str, name: str, value: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise bad()
         inner = kind[5:-1]
+        exact = _EXACT_TYPES.get(inner)
+        if exact is not None and all(type(v) is exact for v in value):
+            return list(value)  # already what the element check would return
         return [_convert(inner, name, v) for v in value]
     if kind == "np.ndarray":
         if not isinstance(value, np.ndarray):

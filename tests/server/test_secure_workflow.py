@@ -28,7 +28,7 @@ from client import app as client_main
 from client import secure_aggregation
 from fedshield import cli
 from privacy.ledger import PrivacyLedger
-from privacy.secagg import SecAggConfig
+from privacy.secagg import MaskedInput, SecAggConfig
 from server.federation import run_federation
 from server.secure_workflow import SecureWorkflow, protocol_config
 from simulations.run import backend_config, simulate
@@ -109,10 +109,11 @@ def test_replies_carry_only_masked_vectors_keys_ciphertexts_and_public_metrics()
     secure_round(grid, default_config())
     assert len(received) == 4 * 4  # four stages, four clients
     for content in received:
-        assert set(content) <= {"status", "metrics", wire.PROTOCOL_KEY, wire.ARRAYS_KEY}
+        assert set(content) <= {"status", "metrics", wire.PROTOCOL_KEY}
         assert set(content.get("metrics", {})) <= set(CLEAR_METRICS)
-        for name, array in content.get(wire.ARRAYS_KEY, {}).items():
-            assert name == "masked_vector" and array.numpy().dtype == np.uint64
+        if "masked_vector" in content[wire.PROTOCOL_KEY]:
+            length = VectorLayout.for_run(SMALL_MODEL, default_config()).length
+            assert len(content[wire.PROTOCOL_KEY]["masked_vector"]) == 8 * length  # uint64
 
 
 @pytest.mark.parametrize(
@@ -447,11 +448,12 @@ def test_simulation_server_cannot_read_any_update_but_unmasks_the_exact_sum(reco
         content = reply.content
         assert "update" not in content
         assert set(content) <= {"status", "metrics", "ledger", wire.PROTOCOL_KEY,
-                                wire.ARRAYS_KEY, TRUE_INPUT_KEY}
+                                TRUE_INPUT_KEY}
         assert set(content.get("metrics", {})) <= set(CLEAR_METRICS)
         if TRUE_INPUT_KEY in content:
             client = str(content["status"]["client-id"])
-            masked.setdefault(client, []).append(content[wire.ARRAYS_KEY]["masked_vector"].numpy())
+            masked.setdefault(client, []).append(
+                wire.from_records(content, MaskedInput).masked_vector)
             true.setdefault(client, []).append(content[TRUE_INPUT_KEY]["input"].numpy())
     assert sorted(masked) == ["client-0", "client-1", "client-2"]
 
