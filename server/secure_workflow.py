@@ -286,8 +286,8 @@ class SecureWorkflow:
         extra: Callable[[int], dict] | None = None,
     ) -> list[_M]:
         """Send each client its stage message ``outgoing[i]`` (``None``: none) with the
-        records ``extra(node)``, if given; parse the replies, dropping the failures. The stage that trains
-        (``secagg_masked_input``) also records each reply's clear-text report."""
+        records ``extra(node)``, if given; parse the replies, dropping the failures. The
+        stage that trains (``secagg_masked_input``) also keeps each reply's clear report."""
         contents = {}
         for i, message in outgoing.items():
             node = state.cohort[i]
@@ -299,6 +299,9 @@ class SecureWorkflow:
             reply = replies.get(node)
             if reply is None:
                 state.drop(node, wire.STAGE_OF_ACTION[action], "no reply before the timeout")
+                continue
+            if not reply.has_error() and "status" not in reply.content:
+                state.drop(node, wire.STAGE_OF_ACTION[action], "malformed reply: no status")
                 continue
             if not reply.has_error():
                 state.names[node] = str(reply.content["status"]["client-id"])

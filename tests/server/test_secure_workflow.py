@@ -195,6 +195,21 @@ def test_a_reply_under_another_clients_protocol_id_is_dropped():
     assert len(aggregate.trained) == 3
 
 
+def test_a_reply_without_a_status_is_a_dropout_not_a_crash():
+    class Stripping(InProcessGrid):
+        def _deliver(self, action, node, message):
+            reply = super()._deliver(action, node, message)
+            if action == wire.SHARE_SECRETS and node == self.nodes[1]:
+                del reply.content["status"]
+            return reply
+
+    grid = Stripping(4)
+    _, aggregate = secure_round(grid, default_config())
+    assert aggregate.reports[1].status == "dropped"
+    assert "stage 'share_secrets': malformed reply: no status" in aggregate.reports[1].reason
+    assert len(aggregate.trained) == 3
+
+
 def test_every_secret_is_wiped_from_the_nodes_after_the_round():
     grid = InProcessGrid(3)
     secure_round(grid, default_config())
