@@ -176,7 +176,7 @@ class SecureWorkflow:
                 "protocol": "SecAgg+ (Bonawitz et al. 2017; Bell et al. 2020) on Flower's "
                 "Message API",
                 "key_agreement": "X25519 + HKDF-SHA256, fresh keys per round",
-                "masks": "ChaCha20 keystream over Z_2^b, 256-bit keys",
+                "masks": "AES-256-CTR keystream over Z_2^b, 256-bit keys",
                 "secret_sharing": "Shamir over GF(2^521 - 1), shares under AES-256-GCM",
                 "threshold_fraction": c.secagg_threshold_fraction,
                 "full_graph_max_clients": defaults.full_graph_max_clients,

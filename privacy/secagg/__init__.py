@@ -14,7 +14,7 @@ Module map:
     config      SecAggConfig and the rules for degree ``k`` and threshold ``t``
     graph       the neighbour graph (complete, or a randomly permuted Harary graph)
     keys        X25519 key pairs and HKDF-SHA256 derivation with per-use labels
-    masking     ChaCha20 mask expansion, pairwise and self masks
+    masking     AES-256-CTR mask expansion, pairwise and self masks
     shamir      Shamir secret sharing over GF(2^521 - 1)
     channel     AES-256-GCM encryption of shares between clients
     quantize    fixed-point encoding into Z_{2^b}, with error and overflow bounds
