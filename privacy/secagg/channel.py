@@ -9,6 +9,8 @@ for ``v`` through the server, encrypted under a key only ``u`` and ``v`` can com
     AD       = "share-ciphertext" || run || round || u || v || "share_secrets"
 
 The key is directional (``u -> v`` and ``v -> u`` differ) and used for one message only;
+both come from one X25519 agreement (:func:`share_channel_keys`), so a client derives the
+key to open its neighbour's shares when it encrypts its own, one agreement per neighbour;
 the 96-bit nonce is fresh from the rng anyway. The associated data and the plaintext header
 bind sender, receiver, run, round and stage, so a ciphertext with a flipped bit, replayed
 from another round or run, or delivered to another client fails to authenticate and is
@@ -38,7 +40,7 @@ from privacy.secagg.keys import (
 from privacy.secagg.messages import EncryptedShare, Stage
 from privacy.secagg.shamir import SHARE_BYTES, decode_share, encode_share
 
-__all__ = ["NONCE_BYTES", "share_encryption_key", "encrypt_shares", "decrypt_shares"]
+__all__ = ["NONCE_BYTES", "share_channel_keys", "encrypt_shares", "decrypt_shares"]
 
 NONCE_BYTES = 12
 _VERSION = 1
@@ -46,24 +48,25 @@ _HEADER = struct.Struct(">BQQ")
 _PLAINTEXT_BYTES = _HEADER.size + 2 * SHARE_BYTES
 
 
-def share_encryption_key(
+def share_channel_keys(
     private_key: X25519PrivateKey,
     peer_public_key: bytes,
     *,
     run_id: str,
     round_id: int,
-    sender: int,
-    recipient: int,
+    client_id: int,
     peer_id: int,
-) -> bytes:
-    """The AES-256-GCM key ``K_{sender->recipient}``.
+) -> tuple[bytes, bytes]:
+    """The AES-256-GCM keys ``(K_{client->peer}, K_{peer->client})`` from one agreement.
 
-    ``private_key`` is the share private key of one end and ``peer_public_key`` the share
-    public key of the other end, ``peer_id`` (the recipient when encrypting, the sender
-    when decrypting).
+    ``private_key`` is ``client_id``'s share private key and ``peer_public_key`` the share
+    public key of ``peer_id``; the peer computes the same two keys the other way round.
     """
     shared = agree(private_key, peer_public_key, peer_id)
-    return derive_key(shared, LABEL_SHARE_ENCRYPTION, run_id, round_id, sender, recipient)
+    return (
+        derive_key(shared, LABEL_SHARE_ENCRYPTION, run_id, round_id, client_id, peer_id),
+        derive_key(shared, LABEL_SHARE_ENCRYPTION, run_id, round_id, peer_id, client_id),
+    )
 
 
 def _associated_data(run_id: str, round_id: int, sender: int, recipient: int) -> bytes:

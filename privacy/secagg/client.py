@@ -9,7 +9,8 @@ stage and return the client's reply (see :mod:`privacy.secagg.messages`):
 2. :meth:`SecAggClient.share_secrets`: draw the self-mask seed ``b_u`` (32 bytes), Shamir-
    share ``b_u`` and ``s_u^SK`` with threshold ``t`` among the neighbourhood that
    published keys (itself included: it keeps its own share), and encrypt each neighbour's
-   pair of shares with AES-256-GCM (:mod:`privacy.secagg.channel`).
+   pair of shares with AES-256-GCM (:mod:`privacy.secagg.channel`), keeping the key that
+   will open that neighbour's shares in return.
 3. :meth:`SecAggClient.mask_input`: authenticate and decrypt the shares received from the
    neighbours that completed stage 2, quantise the update, and add the self mask and the
    pairwise masks with exactly those neighbours (:mod:`privacy.secagg.masking`).
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from privacy.secagg.channel import decrypt_shares, encrypt_shares, share_encryption_key
+from privacy.secagg.channel import decrypt_shares, encrypt_shares, share_channel_keys
 from privacy.secagg.config import validate_threshold
 from privacy.secagg.errors import SecAggAbort, SecAggConfigError, SecAggProtocolError
 from privacy.secagg.graph import build_neighbour_graph
@@ -120,6 +121,8 @@ class SecAggClient:
         self._mask_pks: dict[int, bytes] = {}
         # Shares held for each owner (itself included): (share of b_owner, share of s^SK).
         self._held: dict[int, tuple[int, int]] = {}
+        # Keys K_{v->u} that open each neighbour's shares, from stage 2 until stage 3.
+        self._inbound_keys: dict[int, bytes] = {}
         self._revealed_seed: set[int] = set()
         self._revealed_key: set[int] = set()
 
@@ -167,6 +170,7 @@ class SecAggClient:
         self._share_key = self._mask_key = None
         self._self_seed = None
         self._held = {}
+        self._inbound_keys = {}
 
     # ------------------------------------------------------------------ stages
     def share_keys(self, setup: SetupMessage) -> PublicKeys:
@@ -232,13 +236,12 @@ class SecAggClient:
             if v == self.client_id:
                 self._held[v] = (seed_share, key_share)
                 continue
-            key = share_encryption_key(
+            key, self._inbound_keys[v] = share_channel_keys(
                 self._share_key,
                 share_pks[v],
                 run_id=setup.run_id,
                 round_id=setup.round_id,
-                sender=self.client_id,
-                recipient=v,
+                client_id=self.client_id,
                 peer_id=v,
             )
             out.append(
@@ -289,24 +292,16 @@ class SecAggClient:
                 )
         received: dict[int, tuple[int, int]] = {}
         for s in shares.shares:
-            key = share_encryption_key(
-                self._share_key,
-                self._share_pks[s.sender],
-                run_id=setup.run_id,
-                round_id=setup.round_id,
-                sender=s.sender,
-                recipient=self.client_id,
-                peer_id=s.sender,
-            )
             received[s.sender] = decrypt_shares(
                 s,
-                key=key,
+                key=self._inbound_keys[s.sender],
                 run_id=setup.run_id,
                 round_id=setup.round_id,
                 recipient=self.client_id,
             )
         self._require(Stage.SHARE_SECRETS, len(received) + 1, setup.threshold)
         self._held.update(received)
+        self._inbound_keys = {}
 
         common = dict(run_id=setup.run_id, round_id=setup.round_id)
         masked = quantize(
@@ -415,6 +410,8 @@ class SecAggClient:
             "held_owners": held,
             "held_seed_shares": [encode_share(self._held[v][0]) for v in held],
             "held_key_shares": [encode_share(self._held[v][1]) for v in held],
+            "inbound_key_owners": sorted(self._inbound_keys),
+            "inbound_keys": [self._inbound_keys[v] for v in sorted(self._inbound_keys)],
             "revealed_seed": sorted(self._revealed_seed),
             "revealed_key": sorted(self._revealed_key),
         }
@@ -452,6 +449,10 @@ class SecAggClient:
                 state["held_key_shares"],
                 strict=True,
             )
+        }
+        client._inbound_keys = {
+            int(v): bytes(k)
+            for v, k in zip(state["inbound_key_owners"], state["inbound_keys"], strict=True)
         }
         client._revealed_seed = {int(v) for v in state["revealed_seed"]}
         client._revealed_key = {int(v) for v in state["revealed_key"]}

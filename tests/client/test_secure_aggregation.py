@@ -136,6 +136,7 @@ def test_the_input_never_waits_in_the_state_and_every_secret_is_then_wiped(monke
     state_keys: dict[str, set[str]] = {}
     sent: set[bytes] = set()
     private: set[bytes] = set()
+    channel_keys: set[bytes] = set()
 
     class Watching(InProcessGrid):
         def push_messages(self, messages):
@@ -152,6 +153,7 @@ def test_the_input_never_waits_in_the_state_and_every_secret_is_then_wiped(monke
     def remembering(self):
         state = state_dict(self)
         private.update(v for k, v in state.items() if k.endswith("private_key") and v)
+        channel_keys.update(state["inbound_keys"])
         return state
 
     monkeypatch.setattr(secure_aggregation.SecAggClient, "state_dict", remembering)
@@ -167,6 +169,7 @@ def test_the_input_never_waits_in_the_state_and_every_secret_is_then_wiped(monke
     assert state_keys[wire.UNMASK] == set()
     assert len(private) == 6  # two fresh X25519 key pairs per client...
     assert not private & sent  # ...whose private halves never left their nodes
+    assert len(channel_keys) == 6 and not channel_keys & sent  # nor did the share keys
 
 
 def test_a_stage_without_a_round_in_progress_fails_with_a_clear_reason():
