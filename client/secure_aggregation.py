@@ -183,16 +183,10 @@ def _reply(
     """Save the protocol state; answer with the status (and, after training, the reason of
     a decline and the public metrics) and the protocol message."""
     context.state[STATE_KEY] = ConfigRecord(client.state_dict())
-    clear = {} if outcome is None else {
-        "status": ConfigRecord({"client-id": client_id, "status": status,
-                                "reason": outcome.reason}),
-        "metrics": MetricRecord(public_metrics(outcome.metrics)),
-    }
-    content = RecordDict(
-        {
-            "status": ConfigRecord({"client-id": client_id, "status": status}),
-            **clear,
-            **to_records(protocol_message),
-        }
-    )
+    content = RecordDict(to_records(protocol_message))
+    status_fields: dict[str, str] = {"client-id": client_id, "status": status}
+    if outcome is not None:
+        status_fields["reason"] = outcome.reason
+        content["metrics"] = MetricRecord(public_metrics(outcome.metrics))
+    content["status"] = ConfigRecord(status_fields)
     return Message(content=content, reply_to=msg)
