@@ -28,7 +28,7 @@ from client import app as client_main
 from client import secure_aggregation
 from fedshield import cli
 from privacy.ledger import PrivacyLedger
-from privacy.secagg import MaskedInput, SecAggConfig
+from privacy.secagg import MaskedInput, SecAggConfig, SecAggProtocolError
 from server.federation import run_federation
 from server.secure_workflow import SecureWorkflow, protocol_config
 from simulations.run import backend_config, simulate
@@ -193,6 +193,20 @@ def test_a_reply_under_another_clients_protocol_id_is_dropped():
     assert aggregate.reports[2].status == "dropped"
     assert "reply claims to come from client 0" in aggregate.reports[2].reason
     assert len(aggregate.trained) == 3
+
+
+def test_a_masked_vector_travels_as_raw_words_and_a_torn_one_is_refused():
+    masked = MaskedInput("run", 1, 3, np.array([0, 1, 2**64 - 1], np.uint64))
+    records = wire.to_records(masked)
+    assert records[wire.PROTOCOL_KEY]["masked_vector"] == (
+        b"\0" * 8 + b"\1" + b"\0" * 7 + b"\xff" * 8)  # little-endian uint64
+    back = wire.from_records(RecordDict(records), MaskedInput)
+    assert back.masked_vector.dtype == np.uint64
+    assert back.masked_vector.tolist() == [0, 1, 2**64 - 1]
+
+    records[wire.PROTOCOL_KEY]["masked_vector"] = b"\0" * 12
+    with pytest.raises(SecAggProtocolError, match="12 bytes, not a whole number of 8-byte"):
+        wire.from_records(RecordDict(records), MaskedInput)
 
 
 def test_a_reply_without_a_status_is_a_dropout_not_a_crash():
