@@ -75,17 +75,15 @@ def secure_input(
     trained.
     """
     if outcome.declined:
-        vector = np.zeros(layout.length)
-        if config.client_dp:
-            std = noise_share_std(config.client_noise_multiplier, config.client_clip_norm,
-                                  expected_clients)
-            vector[: layout.model_length] = add_noise_share(vector[: layout.model_length], std)
-        return vector
-    update = layout.flatten(outcome.update)
+        update = np.zeros(layout.model_length)
+    else:
+        update = layout.flatten(outcome.update)
     if config.client_dp:
         clip = config.client_clip_norm
         std = noise_share_std(config.client_noise_multiplier, clip, expected_clients)
         update = add_noise_share(clip_to_norm(update, clip), std)
+    if outcome.declined:  # weight, counts and metrics all zero
+        return np.concatenate([update, np.zeros(layout.length - layout.model_length)])
     return layout.pack(update, outcome.metrics)
 
 
@@ -121,13 +119,14 @@ def mask_input(
 
     def step(client: SecAggClient) -> Any:
         setup = client.setup
+        if setup is None:  # the state is saved only once keys are shared; never so
+            raise SecAggProtocolError(f"client {client.client_id}: no round was set up")
         weights = outcome.update or from_record(msg.content["arrays"])
         layout = VectorLayout.for_run(weights, config)  # the model's names and shapes
-        if setup is None or setup.vector_length != layout.length:
+        if setup.vector_length != layout.length:
             raise SecAggProtocolError(
-                f"setup announces vectors of length "
-                f"{None if setup is None else setup.vector_length}, this model and its "
-                f"metrics need {layout.length}"
+                f"setup announces vectors of length {setup.vector_length}, this model and "
+                f"its metrics need {layout.length}"
             )
         vector = secure_input(outcome, config, layout, len(setup.client_ids))
         return client.mask_input(from_records(msg.content, ForwardedShares), vector)
