@@ -31,10 +31,12 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import wait
 from typing import TypeVar
 
 import ray
 
+from task.background import in_background
 from task.feature_cache import share_between_processes
 
 T = TypeVar("T")
@@ -158,21 +160,10 @@ def stop_ray() -> None:
 def start_ray_during(prepare: Callable[[], T], cpus: int, quiet: bool = True) -> T:
     """Start Ray (:func:`start_ray`) on this thread while ``prepare`` runs on another;
     return what ``prepare`` returned, or raise what it raised, once both are done."""
-    outcome: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = prepare()
-        except BaseException as error:  # noqa: BLE001  (re-raised on the caller's thread)
-            outcome["error"] = error
-
     share_between_processes()  # before `prepare` decodes the data the actors will map
-    thread = threading.Thread(target=run, name="fedshield-prepare", daemon=True)
-    thread.start()
+    prepared = in_background(prepare, "fedshield-prepare")
     try:
         start_ray(cpus, quiet)
     finally:
-        thread.join()
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome["value"]  # type: ignore[return-value]
+        wait([prepared])
+    return prepared.result()
