@@ -82,6 +82,35 @@ def sample_nodes(node_ids: list[int], fraction: float, minimum: int, rng: random
     return sorted(rng.sample(node_ids, count))
 
 
+@dataclass
+class Cohort:
+    """The nodes sampled for a round and those that were eligible, or why there is no round."""
+
+    node_ids: list[int]
+    sampled: list[int] = field(default_factory=list)
+    eligible: list[int] = field(default_factory=list)
+    stop: str = ""
+
+
+def sample_cohort(
+    grid: Grid,
+    config: RunConfig,
+    clients: dict[int, ClientLedgerView],
+    rng: random.Random,
+    server_round: int,
+) -> Cohort:
+    """Round ``server_round``'s cohort among the connected clients with budget left."""
+    node_ids = sorted(grid.get_node_ids())
+    eligible = [n for n in node_ids if not (n in clients and clients[n].exhausted)]
+    if len(eligible) < config.min_train_clients:
+        return Cohort(node_ids, stop=(
+            f"stopped before round {server_round}: only {len(eligible)} client(s) have "
+            f"privacy budget left, fewer than min-train-clients={config.min_train_clients}"
+        ))
+    sampled = sample_nodes(eligible, config.fraction_train, config.min_train_clients, rng)
+    return Cohort(node_ids, sampled, eligible)
+
+
 def initial_weights(config: RunConfig, shape: tuple[int, int, int], num_classes: int) -> dict[str, np.ndarray]:
     """The global model's starting weights, deterministic for the run's seed."""
     torch.manual_seed(config.seed)
@@ -160,26 +189,21 @@ def run_federation(
 
     node_ids = wait_for_nodes(grid, config.min_train_clients, node_wait_timeout, population)
     log.info("%d client nodes connected; run %s", len(node_ids), run_id)
+    timeout = round_timeout if round_timeout is not None else config.round_timeout or None
+    cohort = sample_cohort(grid, config, clients, rng, 1)
     for server_round in range(1, config.num_server_rounds + 1):
         round_start = time.perf_counter()
-        node_ids = sorted(grid.get_node_ids())
-        eligible = [n for n in node_ids if not (n in clients and clients[n].exhausted)]
-        if len(eligible) < config.min_train_clients:
-            stop_reason = (
-                f"stopped before round {server_round}: only {len(eligible)} client(s) have "
-                f"privacy budget left, fewer than min-train-clients={config.min_train_clients}"
-            )
+        if cohort.stop:
+            stop_reason = cohort.stop
             break
-        sampled = sample_nodes(eligible, config.fraction_train, config.min_train_clients, rng)
+        node_ids, sampled, eligible = cohort.node_ids, cohort.sampled, cohort.eligible
         train_config = {**config.to_flower(), "server-round": server_round, "run-id": run_id}
         # Each client's reply then carries only the ledger entries the merged copy lacks.
         held = {n: ledger.held(clients[n].client_id) for n in sampled if n in clients}
         aggregate = workflow.run_round(
             grid, sampled, to_record(weights), train_config, server_round,
-            timeout=round_timeout if round_timeout is not None else config.round_timeout or None,
-            per_node=held,
+            timeout=timeout, per_node=held,
         )
-        ledger.receive(aggregate.reports, server_round)
         for report in aggregate.reports:
             view = clients.setdefault(report.node_id, ClientLedgerView(report.client_id))
             if report.client_id != unnamed_client(report.node_id):
@@ -198,7 +222,17 @@ def run_federation(
             if report.status == "failed":
                 log.error("%s failed in round %d: %s", report.client_id, server_round, report.reason)
         trained = aggregate.trained
-        if all(r.status in ("failed", "dropped") for r in aggregate.reports):
+        every_client_failed = all(r.status in ("failed", "dropped") for r in aggregate.reports)
+        if server_round < config.num_server_rounds and not every_client_failed:
+            # Known now (budgets are settled): the workflow may start the next round's
+            # model-free stages while this round's ledgers are merged and its model is
+            # updated and evaluated.
+            cohort = sample_cohort(grid, config, clients, rng, server_round + 1)
+            if not cohort.stop:
+                workflow.prepare_round(grid, cohort.sampled, to_record(weights),
+                                       server_round + 1, timeout)
+        ledger.receive(aggregate.reports, server_round)
+        if every_client_failed:
             reasons = "; ".join(sorted({r.reason for r in aggregate.reports}))
             raise FederationError(
                 f"every sampled client failed or dropped in round {server_round}: {reasons}"

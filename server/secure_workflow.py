@@ -20,6 +20,14 @@ masked vectors, public keys and ciphertexts it cannot open. A client that declin
 budget would be exceeded) sends a neutral input, so it stays in the sum and adds nothing
 to it but its share of client-level noise.
 
+Key exchange ahead. The first two stages need neither the model nor any data, so
+:meth:`SecureWorkflow.prepare_round` runs them for the next round's cohort on a
+background thread while the server is still updating and evaluating the model of the
+round before; :meth:`SecureWorkflow.run_round` then starts at the masked-input stage.
+Nothing is trained or charged before the model goes out, so running them early changes
+no privacy accounting, and a round whose key exchange failed ahead is aborted exactly as
+if it had failed in place.
+
 Dropouts. A node that does not answer a stage, answers with an error, or reports a
 failure (a protocol error, a local round that could not run) has dropped out at that
 stage: the protocol excludes it (before sending its masked input) or unmasks the sum
@@ -43,6 +51,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -66,6 +75,7 @@ from server.messaging import send_and_receive
 from server.workflow import ClientReport, RoundAggregate, node_config, parse_report, unnamed_client
 from task import secagg_wire as wire
 from task.config import RunConfig
+from task.background import in_background
 from task.records import from_record
 from task.secure_vector import VectorLayout
 
@@ -104,6 +114,8 @@ class SecureRound:
     aborted: str | None = None
     clipped_coordinates: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    # The key-exchange stages ran ahead, during the previous round's server work.
+    key_exchange_ahead: bool = False
 
 
 class _Round:
@@ -153,6 +165,18 @@ class _Round:
         return [self.reports[n] for n in self.cohort]
 
 
+@dataclass
+class _OpenRound:
+    """A round after its key exchange: the protocol server, its bookkeeping, and the
+    shares to forward at the masked-input stage, or why the key exchange failed."""
+
+    layout: VectorLayout
+    server: SecAggServer
+    state: _Round
+    forwarded: dict[int, Any] = field(default_factory=dict)
+    error: SecAggError | None = None
+
+
 class SecureWorkflow:
     """Runs each round as SecAgg+ over the Message API; returns only the sum."""
 
@@ -163,6 +187,8 @@ class SecureWorkflow:
         # Bound into every key and ciphertext, so nothing replays across runs.
         self._run_nonce = secrets.token_hex(8)
         self.rounds: list[SecureRound] = []
+        # (round, its sorted cohort, its key exchange) started by prepare_round
+        self._ahead: tuple[int, list[int], Future[_OpenRound]] | None = None
 
     def describe(self) -> dict:
         """``secure_aggregation``, its parameters and what happened in every round."""
@@ -196,6 +222,24 @@ class SecureWorkflow:
             "secure_aggregation_rounds": [asdict(r) for r in self.rounds],
         }
 
+    def prepare_round(
+        self,
+        grid: Grid,
+        node_ids: Sequence[int],
+        arrays: ArrayRecord,
+        server_round: int,
+        timeout: float | None = None,
+    ) -> None:
+        """Start round ``server_round``'s key exchange (setup, share secrets) over
+        ``node_ids`` on a background thread; :meth:`run_round` with the same round and
+        nodes continues from it. ``arrays``: any model of the run's shapes."""
+        if self._ahead is not None:  # one exchange at a time on the Grid
+            self._ahead[2].result()
+        self._ahead = (server_round, sorted(node_ids), in_background(
+            lambda: self._open(grid, node_ids, arrays, server_round, timeout),
+            f"secagg-key-exchange-{server_round}",
+        ))
+
     def run_round(
         self,
         grid: Grid,
@@ -208,25 +252,20 @@ class SecureWorkflow:
     ) -> RoundAggregate:
         """One round of SecAgg+ over ``node_ids``; the sum of the contributors' inputs
         (``per_node[node]`` is added to that node's training config)."""
-        layout = VectorLayout.for_run(from_record(arrays), self._config)
-        params = protocol_config(self._config, len(node_ids))
-        server = SecAggServer(
-            range(len(node_ids)),
-            layout.length,
-            params,
-            run_id=f"{grid.run.run_id}:{self._run_nonce}",
-            round_id=server_round,
-        )
-        record = SecureRound(server_round, len(node_ids), server.threshold, server.degree)
+        opened = self._take_ahead(server_round, node_ids)
+        if opened is None:
+            opened = self._open(grid, node_ids, arrays, server_round, timeout)
+        state, record = opened.state, opened.state.record
         self.rounds.append(record)
-        state = _Round(node_ids, record)
         try:
-            result = self._protocol(grid, server, state, arrays, config, timeout, per_node)
+            if opened.error is not None:
+                raise opened.error
+            result = self._finish(grid, opened, arrays, config, timeout, per_node)
         except SecAggError as error:
             record.aborted = str(error)
             return RoundAggregate({}, 0.0, {}, state.final_reports(set(), record.aborted),
                                   aborted=record.aborted)
-        totals = layout.unpack(result.aggregate)
+        totals = opened.layout.unpack(result.aggregate)
         record.contributors = result.num_contributors
         record.clipped_coordinates = totals.clipped_coordinates
         if totals.clipped_coordinates:
@@ -242,17 +281,51 @@ class SecureWorkflow:
             state.final_reports(set(result.contributors), None),
         )
 
+    def _take_ahead(self, server_round: int, node_ids: Sequence[int]) -> _OpenRound | None:
+        """The round prepared ahead, if it is this one over these nodes."""
+        if self._ahead is None:
+            return None
+        prepared_round, cohort, opening = self._ahead
+        self._ahead = None
+        opened = opening.result()  # also: no two threads on the Grid at once
+        if (prepared_round, cohort) != (server_round, sorted(node_ids)):
+            log.info("round %d: the key exchange run ahead for round %d (%d nodes) is not "
+                     "used; exchanging keys again", server_round, prepared_round, len(cohort))
+            return None
+        opened.state.record.key_exchange_ahead = True
+        return opened
+
     # ------------------------------------------------------------------ stages
-    def _protocol(
+    def _open(
         self,
         grid: Grid,
-        server: SecAggServer,
-        state: _Round,
+        node_ids: Sequence[int],
         arrays: ArrayRecord,
-        config: dict,
+        server_round: int,
         timeout: float | None,
-        per_node: Mapping[int, dict] | None,
-    ) -> SecAggResult:
+    ) -> _OpenRound:
+        """A new round over ``node_ids`` through its key exchange."""
+        layout = VectorLayout.for_run(from_record(arrays), self._config)
+        params = protocol_config(self._config, len(node_ids))
+        server = SecAggServer(
+            range(len(node_ids)),
+            layout.length,
+            params,
+            run_id=f"{grid.run.run_id}:{self._run_nonce}",
+            round_id=server_round,
+        )
+        record = SecureRound(server_round, len(node_ids), server.threshold, server.degree)
+        opened = _OpenRound(layout, server, _Round(node_ids, record))
+        try:
+            opened.forwarded = self._exchange_keys(grid, server, opened.state, timeout)
+        except SecAggError as error:
+            opened.error = error
+        return opened
+
+    def _exchange_keys(
+        self, grid: Grid, server: SecAggServer, state: _Round, timeout: float | None
+    ) -> dict[int, Any]:
+        """Setup and share secrets: the encrypted shares to forward to each client."""
         setup = wire.to_records(server.setup())
         recipients = {node: state.index[node] for node in state.cohort}
         keys = self._stage(grid, wire.SETUP, {i: None for i in recipients.values()},
@@ -263,9 +336,21 @@ class SecureWorkflow:
         neighbour_keys = server.collect_public_keys(keys)
         shares = self._stage(grid, wire.SHARE_SECRETS, neighbour_keys, EncryptedShares,
                              "sender", state, timeout)
-        forwarded = server.collect_encrypted_shares(shares)
-        masked = self._stage(grid, wire.MASKED_INPUT, forwarded, MaskedInput, "client_id",
-                             state, timeout, extra=lambda node: {
+        return server.collect_encrypted_shares(shares)
+
+    def _finish(
+        self,
+        grid: Grid,
+        opened: _OpenRound,
+        arrays: ArrayRecord,
+        config: dict,
+        timeout: float | None,
+        per_node: Mapping[int, dict] | None,
+    ) -> SecAggResult:
+        """Masked input (the clients train) and unmask: the sum."""
+        server, state = opened.server, opened.state
+        masked = self._stage(grid, wire.MASKED_INPUT, opened.forwarded, MaskedInput,
+                             "client_id", state, timeout, extra=lambda node: {
                                  "arrays": arrays,
                                  "config": node_config(config, node, per_node),
                              })

@@ -121,6 +121,16 @@ class PlainWorkflow:
     def describe(self) -> dict:
         return {"secure_aggregation": False}
 
+    def prepare_round(
+        self,
+        grid: Grid,
+        node_ids: Sequence[int],
+        arrays: ArrayRecord,
+        server_round: int,
+        timeout: float | None = None,
+    ) -> None:
+        """Nothing to do ahead: a plain round is one Message round, and it needs the model."""
+
     def run_round(
         self,
         grid: Grid,

@@ -7,7 +7,8 @@ updates (the ``secagg_masked_input`` handler gets a made-up ``LocalRoundOutcome`
 after training is the production code path.
 
 Fault injection: ``drop[action]`` holds nodes whose message for that action is never
-delivered (they "crash"); ``tamper(action, node, content)`` may rewrite a message's content
+delivered (they "crash"), ``drop_in_round[(server_round, action)]`` the same for one
+round (a message's group id is its round); ``tamper(action, node, content)`` may rewrite a message's content
 before it is delivered.
 """
 
@@ -71,6 +72,7 @@ class InProcessGrid:
             for i, node in enumerate(self.nodes)
         }
         self.drop: dict[str, set[int]] = {}
+        self.drop_in_round: dict[tuple[int, str], set[int]] = {}
         self.tamper = tamper
         self.outcomes: dict[tuple[int, int], LocalRoundOutcome] = {}
         self.run = SimpleNamespace(run_id=1)
@@ -86,7 +88,10 @@ class InProcessGrid:
         for i, message in enumerate(messages):
             action = message.metadata.message_type.split(".", 1)[1]
             node = message.metadata.dst_node_id
-            if node in self.drop.get(action, set()):
+            server_round = int(message.metadata.group_id)
+            if node in self.drop.get(action, set()) | self.drop_in_round.get(
+                (server_round, action), set()
+            ):
                 continue
             message_id = f"{action}-{node}-{i}"
             message.metadata.__dict__["_message_id"] = message_id

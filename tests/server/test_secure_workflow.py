@@ -156,6 +156,36 @@ def test_five_of_ten_dropping_aborts_the_round_cleanly(action: str):
     assert not next_round.aborted and len(next_round.trained) == 10
 
 
+def test_a_key_exchange_run_ahead_is_continued_and_a_stale_one_is_redone():
+    class Logging(InProcessGrid):
+        def push_messages(self, messages):
+            messages = list(messages)
+            sent.append(messages[0].metadata.message_type.split(".", 1)[1])
+            return super().push_messages(messages)
+
+    sent: list[str] = []
+    grid, config = Logging(5), default_config()
+    workflow = SecureWorkflow(config)
+    round_config = {**config.to_flower(), "server-round": 1}
+
+    workflow.prepare_round(grid, grid.nodes, to_record(SMALL_MODEL), 1)
+    aggregate = workflow.run_round(grid, grid.nodes, to_record(SMALL_MODEL), round_config, 1)
+    assert sent == [wire.SETUP, wire.SHARE_SECRETS, wire.MASKED_INPUT, wire.UNMASK]
+    expected, weight = float_sum(grid, 1, grid.nodes)
+    assert aggregate.weight_sum == weight
+    assert np.linalg.norm(secure_update(aggregate) - expected) / np.linalg.norm(expected) < 1e-4
+
+    # Prepared for other nodes than the round runs on: the keys are exchanged again.
+    sent.clear()
+    workflow.prepare_round(grid, grid.nodes[:4], to_record(SMALL_MODEL), 2)
+    aggregate = workflow.run_round(grid, grid.nodes, to_record(SMALL_MODEL),
+                                   {**round_config, "server-round": 2}, 2)
+    assert sent == [wire.SETUP, wire.SHARE_SECRETS] * 2 + [wire.MASKED_INPUT, wire.UNMASK]
+    assert len(aggregate.trained) == 5 and not aggregate.aborted
+    first, second = workflow.describe()["secure_aggregation_rounds"]
+    assert (first["key_exchange_ahead"], second["key_exchange_ahead"]) == (True, False)
+
+
 def test_a_tampered_share_makes_its_recipient_leave_naming_the_sender():
     victim_index = 1
 
@@ -271,13 +301,9 @@ def test_aborted_round_keeps_the_model_the_next_proceeds_and_dp_shortfall_is_cha
     grid = InProcessGrid(4)  # threshold 3 of 4
     workflow = SecureWorkflow(config)
 
-    def faults(record):
-        grid.drop.clear()
-        if record.server_round == 1:  # next: two clients vanish -> aborted
-            grid.drop[wire.SHARE_SECRETS] = set(grid.nodes[:2])
-
-    grid.drop[wire.MASKED_INPUT] = {grid.nodes[0]}  # round 1: one dropout, survived
-    summary = run_federation(grid, config, workflow=workflow, on_round=faults)
+    grid.drop_in_round[(1, wire.MASKED_INPUT)] = {grid.nodes[0]}  # one dropout, survived
+    grid.drop_in_round[(2, wire.SHARE_SECRETS)] = set(grid.nodes[:2])  # aborted
+    summary = run_federation(grid, config, workflow=workflow)
 
     r1, r2, r3 = summary["rounds"]
     assert (r1["trained"], r2["trained"], r3["trained"]) == (3, 0, 4)
@@ -286,6 +312,8 @@ def test_aborted_round_keeps_the_model_the_next_proceeds_and_dp_shortfall_is_cha
     rounds = summary["secure_aggregation_rounds"]
     assert rounds[0]["dropouts"] == {"collect_masked_input": ["client-0"]}
     assert "aborted at stage 'share_secrets'" in rounds[1]["aborted"]
+    # Rounds 2 and 3 exchanged keys during the round before; round 2's failed there.
+    assert [r["key_exchange_ahead"] for r in rounds] == [False, True, True]
     assert rounds[2]["aborted"] is None and rounds[2]["contributors"] == 4
     on_disk = json.loads((Path(summary["results_dir"]) / "summary.json").read_text())
     assert on_disk["secure_aggregation"] is True
@@ -389,7 +417,7 @@ def client_app_exposing_inputs() -> ClientApp:
 
 class RecordingGrid:
     """Flower's grid, keeping every reply the server receives (and letting a test
-    interfere with what it sends: ``interfere(action, messages) -> messages``)."""
+    interfere with what it sends: ``interfere(server_round, action, messages) -> messages``)."""
 
     def __init__(self, grid, replies: list, interfere=None) -> None:
         self._grid, self._replies, self._interfere = grid, replies, interfere
@@ -401,7 +429,7 @@ class RecordingGrid:
         messages = list(messages)
         if self._interfere is not None:
             action = messages[0].metadata.message_type.split(".", 1)[1]
-            messages = self._interfere(action, messages)
+            messages = self._interfere(int(messages[0].metadata.group_id), action, messages)
         self._replies.append([])  # the replies of this Message round
         return self._grid.push_messages(messages)
 
@@ -419,11 +447,13 @@ class RecordingWorkflow(SecureWorkflow):
         self.replies: list[list] = []
         self.aggregates: list = []
         self._interfere = interfere
-        self.server_round = 0
+
+    def prepare_round(self, grid, node_ids, arrays, server_round, timeout=None):
+        super().prepare_round(RecordingGrid(grid, self.replies, self._interfere), node_ids,
+                              arrays, server_round, timeout)
 
     def run_round(self, grid, node_ids, arrays, config, server_round, timeout=None,
                   per_node=None):
-        self.server_round = server_round
         aggregate = super().run_round(
             RecordingGrid(grid, self.replies, self._interfere), node_ids, arrays, config,
             server_round, timeout, per_node,
@@ -536,15 +566,15 @@ def test_simulation_dropouts_midway_and_an_aborted_round_with_client_level_dp(tm
                                "client-noise-multiplier": 0.5, "client-clip-norm": 0.1,
                                "out-dir": str(tmp_path)})
 
-    def interfere(action, messages):
-        if workflow.server_round == 1 and action == wire.MASKED_INPUT:
+    def interfere(server_round, action, messages):
+        if server_round == 1 and action == wire.MASKED_INPUT:
             for m in messages:
                 record = m.content[wire.PROTOCOL_KEY]
                 if record["recipient"] == 1:
                     first = record["ciphertexts"][0]
                     record["ciphertexts"] = [bytes([first[0] ^ 1]) + first[1:],
                                              *record["ciphertexts"][1:]]
-        if workflow.server_round == 2 and action == wire.SHARE_SECRETS:
+        if server_round == 2 and action == wire.SHARE_SECRETS:
             return messages[:1]
         return messages
 
