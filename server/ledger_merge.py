@@ -52,8 +52,10 @@ class CoordinatorLedger:
     def receive(self, reports: Iterable[ClientReport], server_round: int) -> None:
         """Merge the ledger fields of a round's replies; record, never raise, a problem.
 
-        The merged ledger is opened once per round; each client's entries are imported in
-        their own transaction, so one client's bad entries never cost another's.
+        The merged ledger is opened once per round and the round's entries are written in
+        one transaction (one fsync) that commits before this returns; each client's
+        entries are imported in a savepoint of their own, so one client's bad entries
+        never cost another's.
         """
         with_ledgers = [r for r in reports if r.ledger]
         for report in with_ledgers:
@@ -72,7 +74,7 @@ class CoordinatorLedger:
             for report in signed:
                 self._problem(server_round, report.client_id, f"cannot open {self.path}: {error}")
             return
-        with merged:
+        with merged, merged.batch():
             for report in signed:
                 try:
                     self._merge(merged, report.client_id, report.ledger)

@@ -147,6 +147,7 @@ class PrivacyLedger:
     ) -> None:
         url = _to_url(location)
         self._read_only = read_only
+        self._batch: Connection | None = None  # the connection of an open batch()
         create = create and not read_only
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             if not create and not Path(url.database).exists():
@@ -207,10 +208,35 @@ class PrivacyLedger:
     # -- transactions ---------------------------------------------------------------
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run the calls inside as one write transaction: one commit, one fsync, at the end.
+
+        Each write inside is a savepoint of it, so a write that raises is rolled back
+        alone, as it would be on its own, and the others stay; reads inside see them.
+        Nothing inside is durable before the block ends; an exception that leaves the
+        block rolls every write in it back. For many small writes in a row (a
+        coordinator's merge of a round's replies), where a commit each would cost an
+        fsync each.
+        """
+        if self._batch is not None:
+            raise LedgerError("a batch is already open on this ledger")
+        with self._write() as conn:
+            self._batch = conn
+            try:
+                yield
+            finally:
+                self._batch = None
+
+    @contextmanager
     def _write(self) -> Iterator[Connection]:
-        """One serialised write transaction; commits (and fsyncs) on a clean exit."""
+        """One serialised write transaction; commits (and fsyncs) on a clean exit.
+        Inside :meth:`batch`, a savepoint of the batch's transaction."""
         if self._read_only:
             raise LedgerError("this ledger was opened read-only")
+        if self._batch is not None:
+            with self._batch.begin_nested():
+                yield self._batch
+            return
         with self._database.connect() as conn:
             conn.execution_options(**{_WRITE: True})
             with conn.begin():
@@ -222,7 +248,11 @@ class PrivacyLedger:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        """One read transaction: a consistent snapshot of the ledger."""
+        """One read transaction: a consistent snapshot of the ledger (inside
+        :meth:`batch`, the batch's transaction, which sees its own writes)."""
+        if self._batch is not None:
+            yield self._batch
+            return
         with self._database.connect() as conn, conn.begin():
             yield conn
 

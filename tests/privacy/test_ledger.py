@@ -659,6 +659,62 @@ def test_import_continues_the_stored_chains_and_verifies_only_what_it_adds(
     local.close()
 
 
+def test_a_batch_commits_once_and_rolls_back_only_the_write_that_failed(tmp_path: Path) -> None:
+    signers = {client: ClientSigner.generate() for client in "abc"}
+    local = {}
+    for client, signer in signers.items():
+        local[client] = PrivacyLedger(tmp_path / f"client-{client}.sqlite")
+        local[client].enroll(client, signer.public_key)
+        for round in (1, 2):
+            local[client].append(_charge(client, round, float(round)), signer)
+    shipped = {client: ledger.entries() for client, ledger in local.items()}
+    merged_path = tmp_path / "coordinator.sqlite"
+    with PrivacyLedger(merged_path) as merged:
+        engine = merged._database.engine  # white-box: the process's engine for ledger files
+        commits: list[object] = []
+        elsewhere = [False]  # another ledger's connections commit too
+
+        def count(conn: object) -> None:
+            if not elsewhere[0]:
+                commits.append(conn)
+
+        event.listen(engine, "commit", count)
+        try:
+            with merged.batch():
+                for client in "ab":
+                    merged.enroll(client, signers[client].public_key)
+                    assert merged.import_entries(shipped[client]) == 2
+                merged.enroll("c", signers["c"].public_key)
+                first, second = shipped["c"]
+                altered = dataclasses.replace(second, charge=dataclasses.replace(second.charge, epsilon_after=0.5))
+                with pytest.raises(LedgerError, match="hash mismatch"):
+                    merged.import_entries([first, altered])
+                assert merged.latest_epsilon("a") == 2.0  # reads inside see the batch
+                assert commits == []
+                elsewhere[0] = True
+                with PrivacyLedger(merged_path, read_only=True) as outside:
+                    assert outside.entries() == [] and outside.clients() == []  # not yet committed
+                elsewhere[0] = False
+        finally:
+            event.remove(engine, "commit", count)
+        assert len(commits) == 1
+        with PrivacyLedger(merged_path, read_only=True) as outside:
+            assert sorted(outside.clients()) == ["a", "b", "c"] and len(outside.entries()) == 4
+            assert outside.verify().ok
+
+        # An error that leaves the batch takes every write of the batch with it.
+        with pytest.raises(RuntimeError, match="crash"):
+            with merged.batch():
+                assert merged.import_entries([first, second]) == 2
+                raise RuntimeError("crash")
+        assert len(merged.entries()) == 4
+        with merged.batch(), pytest.raises(LedgerError, match="already open"):
+            with merged.batch():
+                pass
+    for ledger in local.values():
+        ledger.close()
+
+
 # -- key files ---------------------------------------------------------------------------------
 
 
