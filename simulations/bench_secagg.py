@@ -13,8 +13,9 @@ loads the data), the overhead, and where the secure round spends its extra time:
 * ``stages s``: wall time of the three protocol-only Message rounds (setup, share
   secrets, unmask; the clients train in the fourth, masked input) inside the simulation,
   transport and client work included, and ``stages / plain``, that time as a share of the
-  plain round: the part of the overhead that does not depend on how two noisy round times
-  happen to differ (masking, in the training stage, is not in it);
+  plain round (masking, in the training stage, is not in it). From round 2 on, setup and
+  share secrets run during the server's work on the round before, so most of this time
+  is hidden rather than added;
 * ``protocol s``: the protocol's own compute for the whole cohort (every client and the
   server, run one after another on one core by ``privacy.secagg.run_secagg_round``), for a
   vector of the model's size plus the metric coordinates.
