@@ -22,8 +22,9 @@ to it but its share of client-level noise.
 
 Key exchange ahead. The first two stages need neither the model nor any data, so
 :meth:`SecureWorkflow.prepare_round` runs them for the next round's cohort on a
-background thread while the server is still updating and evaluating the model of the
-round before; :meth:`SecureWorkflow.run_round` then starts at the masked-input stage.
+background thread while the server is still merging the ledgers of the round before and
+updating and evaluating its model; :meth:`SecureWorkflow.run_round` then starts at the
+masked-input stage.
 Nothing is trained or charged before the model goes out, so running them early changes
 no privacy accounting, and a round whose key exchange failed ahead is aborted exactly as
 if it had failed in place.
