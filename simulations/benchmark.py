@@ -29,8 +29,9 @@ Each section runs its configurations side by side and reports ratios as well as 
 ``secagg``
     round time with and without secure aggregation at 10, 50 and 100 clients, same data
     and clients (:mod:`simulations.bench_secagg`), then again at 100 clients with
-    ``--secagg-work-records`` (600) records each, as ``--secagg-repeat`` (3) alternating
-    pairs of runs whose medians are reported (one pair's overhead moves by 10 points).
+    ``--secagg-work-records`` (600) records each; each cohort as ``--secagg-repeat`` (3)
+    alternating pairs of runs whose medians are reported (one pair's overhead moves by
+    10 points).
 ``scale``
     populations of 100 and 10,000 virtual clients with 100 of them per round, each client
     with the same ``records-per-client`` (partitioning ``sampled``), so the per-round work
@@ -230,7 +231,8 @@ def section_scale(args: argparse.Namespace, console: Console, parallelism: int) 
 def section_secagg(args: argparse.Namespace, console: Console, parallelism: int) -> dict:
     from simulations.bench_secagg import bench_cohorts
 
-    section = bench_cohorts(args.secagg_clients, args.secagg_rounds, OUT_DIR, console)
+    section = bench_cohorts(args.secagg_clients, args.secagg_rounds, OUT_DIR, console,
+                            repeat=args.secagg_repeat)
     if args.secagg_work_records:
         # The same cohort with the clients' work of a real split (60,000 MNIST records
         # over 100 clients is 600 each): the protocol's cost against a realistic round.
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="records per client of the secagg section's second run at the "
                         "largest cohort (0: none)")
     parser.add_argument("--secagg-repeat", type=int, default=3,
-                        help="pairs of runs (plain, secure) of that second run; medians")
+                        help="pairs of runs (plain, secure) per cohort; medians")
     parser.add_argument("--populations", type=int, nargs="+", default=[100, 10_000])
     parser.add_argument("--per-round", type=int, default=100)
     parser.add_argument("--records-per-client", type=int, default=16)
