@@ -38,6 +38,9 @@ from task.ledger_wire import HELD_LEDGER_KEY, HELD_SEQ_KEY
 
 log = logging.getLogger(__name__)
 
+# What a reply's malformed or unverifiable ledger fields raise.
+_REPLY_ERRORS = (LedgerError, ValueError, KeyError, TypeError)
+
 
 class CoordinatorLedger:
     """``<results>/ledger.sqlite`` and what the clients reported about their ledgers."""
@@ -54,8 +57,8 @@ class CoordinatorLedger:
 
         The merged ledger is opened once per round and the round's entries are written in
         one transaction (one fsync) that commits before this returns; each client's
-        entries are imported in a savepoint of their own, so one client's bad entries
-        never cost another's.
+        entries are checked on their own (:meth:`PrivacyLedger.import_groups`), so one
+        client's bad entries never cost another's.
         """
         with_ledgers = [r for r in reports if r.ledger]
         for report in with_ledgers:
@@ -75,10 +78,21 @@ class CoordinatorLedger:
                 self._problem(server_round, report.client_id, f"cannot open {self.path}: {error}")
             return
         with merged, merged.batch():
-            for report in signed:
+            groups: dict[str, list[LedgerEntry]] = {}  # by place in ``signed``
+            for place, report in enumerate(signed):
                 try:
-                    self._merge(merged, report.client_id, report.ledger)
-                except (LedgerError, ValueError, KeyError, TypeError) as error:
+                    groups[str(place)] = self._enrolled_entries(
+                        merged, report.client_id, report.ledger)
+                except _REPLY_ERRORS as error:
+                    self._problem(server_round, report.client_id, str(error))
+            outcomes = merged.import_groups(groups)
+            for place, outcome in outcomes.items():
+                report = signed[int(place)]
+                try:
+                    if isinstance(outcome, LedgerError):
+                        raise outcome
+                    self._record_head(merged, report.client_id, report.ledger, groups[place])
+                except _REPLY_ERRORS as error:
                     self._problem(server_round, report.client_id, str(error))
 
     def held(self, client_id: str) -> dict[str, str | int]:
@@ -95,23 +109,36 @@ class CoordinatorLedger:
         log.error("%s", problem)
         self.problems.append(problem)
 
-    def _merge(self, merged: PrivacyLedger, client_id: str, fields: dict[str, Any]) -> None:
+    def _enrolled_entries(
+        self, merged: PrivacyLedger, client_id: str, fields: dict[str, Any]
+    ) -> list[LedgerEntry]:
+        """The signed entries a reply carries, its client enrolled with the reply's key
+        (a no-op once enrolled)."""
         public_key = bytes.fromhex(str(fields["public-key"]))
         entries = [LedgerEntry.from_dict(json.loads(text)) for text in fields["entries"]]
         strangers = {e.charge.client_id for e in entries} - {client_id}
         if strangers:
             raise LedgerError(f"it holds entries of other clients: {sorted(strangers)}")
-        key_id = public_key_id(public_key)
-        if self.key_ids.get(client_id) != key_id:
-            merged.enroll(client_id, public_key)  # a no-op write transaction once enrolled
-        merged.import_entries(entries)
+        if self.key_ids.get(client_id) != public_key_id(public_key):
+            merged.enroll(client_id, public_key)
+        return entries
+
+    def _record_head(
+        self, merged: PrivacyLedger, client_id: str, fields: dict[str, Any],
+        entries: list[LedgerEntry],
+    ) -> None:
+        """Check that the head the client reported is among its entries held here (those
+        just imported, or stored before), then record it."""
+        ledger_id = str(fields["ledger-id"])
         head_seq, head_hash = int(fields["head-seq"]), str(fields["head-hash"])
         if head_seq:
-            if merged.entry_hash(str(fields["ledger-id"]), head_seq, client_id) != head_hash:
+            sent = {(e.ledger_id, e.seq): e.entry_hash for e in entries}
+            # A sent entry is now stored as sent: the import refuses a differing one.
+            held = sent.get((ledger_id, head_seq)) or merged.entry_hash(ledger_id, head_seq, client_id)
+            if held != head_hash:
                 raise LedgerError(f"its reported head (entry {head_seq}) is not among its entries")
-        self.key_ids[client_id] = key_id
-        self.heads[client_id] = {"ledger_id": str(fields["ledger-id"]), "seq": head_seq,
-                                 "entry_hash": head_hash}
+        self.key_ids[client_id] = public_key_id(bytes.fromhex(str(fields["public-key"])))
+        self.heads[client_id] = {"ledger_id": ledger_id, "seq": head_seq, "entry_hash": head_hash}
 
     def describe(self) -> dict[str, Any]:
         """The summary's ``ledger`` entry."""

@@ -96,6 +96,15 @@ class ChainState:
         self.heads[ledger_id] = (seq, entry_hash)
         self.client_heads[(ledger_id, client_id)] = (client_seq, entry_hash)
 
+    def extend(self, other: "ChainState") -> None:
+        """Take in ``other``'s chains (chains of other ledgers than this state's)."""
+        self.heads.update(other.heads)
+        self.client_heads.update(other.client_heads)
+        for origin, seqs in other.seqs.items():
+            self.seqs[origin] |= seqs
+        for chain, client_seqs in other.client_seqs.items():
+            self.client_seqs[chain] |= client_seqs
+
     def copy(self) -> "ChainState":
         """An independent copy (a walk extends its own)."""
         return ChainState(

@@ -659,6 +659,53 @@ def test_import_continues_the_stored_chains_and_verifies_only_what_it_adds(
     local.close()
 
 
+def test_import_groups_refuses_a_bad_group_alone_and_writes_the_rest_in_one_statement(
+    tmp_path: Path,
+) -> None:
+    signers = {client: ClientSigner.generate() for client in "abcd"}
+    local = {}
+    for client, signer in signers.items():
+        local[client] = PrivacyLedger(tmp_path / f"client-{client}.sqlite")
+        local[client].enroll(client, signer.public_key)
+        for round in (1, 2):
+            local[client].append(_charge(client, round, float(round)), signer)
+    shipped = {client: ledger.entries() for client, ledger in local.items()}
+    with PrivacyLedger(tmp_path / "coordinator.sqlite") as merged:
+        for client in "abcd":
+            merged.enroll(client, signers[client].public_key)
+        assert merged.import_groups({"a": shipped["a"][:1]}) == {"a": 1}
+
+        first, second = shipped["c"]
+        forged = dataclasses.replace(second, charge=dataclasses.replace(second.charge, epsilon_after=0.5))
+        other_ledger = dataclasses.replace(shipped["d"][0], ledger_id=shipped["a"][0].ledger_id)
+        statements: list[str] = []
+        engine = merged._database.engine  # white-box: count what reaches SQLite
+        listener = lambda *args: statements.append(args[2].split()[0])  # noqa: E731
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            outcomes = merged.import_groups({
+                "a": shipped["a"],            # its first entry is stored: one more
+                "b": shipped["b"],
+                "c": [first, forged],         # altered in transit
+                "d": [other_ledger],          # claims a place in a's ledger
+                "none": [],
+            })
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+        assert (outcomes["a"], outcomes["b"], outcomes["none"]) == (1, 2, 0)
+        assert isinstance(outcomes["c"], LedgerError) and "hash mismatch" in str(outcomes["c"])
+        assert isinstance(outcomes["d"], LedgerError) and "conflict" in str(outcomes["d"])
+        assert statements.count("INSERT") == 1  # every accepted entry in one statement
+        assert sorted(e.charge.client_id for e in merged.entries()) == ["a", "a", "b", "b"]
+        assert merged.verify().ok
+
+        # A later round continues from what the groups left, and nothing is imported twice.
+        assert merged.import_groups({"c": shipped["c"], "b": shipped["b"]}) == {"c": 2, "b": 0}
+        assert len(merged.entries()) == 6 and merged.verify().ok
+    for ledger in local.values():
+        ledger.close()
+
+
 def test_a_batch_commits_once_and_rolls_back_only_the_write_that_failed(tmp_path: Path) -> None:
     signers = {client: ClientSigner.generate() for client in "abc"}
     local = {}
