@@ -81,10 +81,10 @@ class CoordinatorLedger:
             groups: dict[str, list[LedgerEntry]] = {}  # by place in ``signed``
             for place, report in enumerate(signed):
                 try:
-                    groups[str(place)] = self._enrolled_entries(
-                        merged, report.client_id, report.ledger)
+                    groups[str(place)] = self._entries(report.client_id, report.ledger)
                 except _REPLY_ERRORS as error:
                     self._problem(server_round, report.client_id, str(error))
+            self._enroll_new_keys(merged, server_round, signed, groups)
             outcomes = merged.import_groups(groups)
             for place, outcome in outcomes.items():
                 report = signed[int(place)]
@@ -109,19 +109,37 @@ class CoordinatorLedger:
         log.error("%s", problem)
         self.problems.append(problem)
 
-    def _enrolled_entries(
-        self, merged: PrivacyLedger, client_id: str, fields: dict[str, Any]
-    ) -> list[LedgerEntry]:
-        """The signed entries a reply carries, its client enrolled with the reply's key
-        (a no-op once enrolled)."""
-        public_key = bytes.fromhex(str(fields["public-key"]))
+    @staticmethod
+    def _entries(client_id: str, fields: dict[str, Any]) -> list[LedgerEntry]:
+        """The signed entries a reply carries, all of them its client's."""
         entries = [LedgerEntry.from_dict(json.loads(text)) for text in fields["entries"]]
         strangers = {e.charge.client_id for e in entries} - {client_id}
         if strangers:
             raise LedgerError(f"it holds entries of other clients: {sorted(strangers)}")
-        if self.key_ids.get(client_id) != public_key_id(public_key):
-            merged.enroll(client_id, public_key)
         return entries
+
+    def _enroll_new_keys(self, merged: PrivacyLedger, server_round: int,
+                         signed: list[ClientReport], groups: dict[str, list[LedgerEntry]]) -> None:
+        """Enrol, in one go, the key of every reply in ``groups`` whose key was not merged
+        before (a no-op for a client enrolled with it); drop the groups of the replies
+        whose key is refused."""
+        pending: dict[str, tuple[str, bytes]] = {}  # place -> (client, key)
+        for place in list(groups):
+            client_id = signed[int(place)].client_id
+            try:
+                public_key = bytes.fromhex(str(signed[int(place)].ledger["public-key"]))
+                key_id = public_key_id(public_key)
+            except _REPLY_ERRORS as error:
+                self._problem(server_round, client_id, str(error))
+                del groups[place]
+                continue
+            if self.key_ids.get(client_id) != key_id:
+                pending[place] = (client_id, public_key)
+        enrolled = merged.enroll_many(dict(pending.values())) if pending else {}
+        for place, (client_id, _) in pending.items():
+            if isinstance(enrolled[client_id], Exception):
+                self._problem(server_round, client_id, str(enrolled[client_id]))
+                del groups[place]
 
     def _record_head(
         self, merged: PrivacyLedger, client_id: str, fields: dict[str, Any],

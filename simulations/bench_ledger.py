@@ -2,6 +2,7 @@
 
     python -m simulations.bench_ledger                      # 100 clients, 30 rounds
     python -m simulations.bench_ledger --clients 10 --rounds 100
+    python -m simulations.bench_ledger --population 10000 --rounds 10   # new clients each round
 
 Each round, every client charges its real ledger (``client.ledger_charge``: signed,
 fsynced) and builds its reply's ledger fields as the ClientApp does, given the head the
@@ -11,7 +12,10 @@ waits. Reported per round: a client's ledger work (open, history, charge, reply 
 close: the median over the round's clients; in the first round every client is new and
 creates its ledger file and key), the merge's wall time and the entries the replies
 carried. A merge, and a reply, should cost the round's new entries, not the length of the
-chains: the times should stay flat as the rounds go by. Wall-clock timings: indicative.
+chains: the times should stay flat as the rounds go by. With ``--population`` larger than
+``--clients`` the cohorts take turns through the population, so (as in a simulation of
+10,000 clients with 100 a round) most of a round's clients are new to the coordinator and
+each brings its key to enrol. Wall-clock timings: indicative.
 """
 
 from __future__ import annotations
@@ -49,14 +53,19 @@ def _charged(server_round: int) -> LocalRoundOutcome:
         "sample-rate": 0.05, "steps": 20, "delta": 1e-5, "epsilon": 0.05 * server_round})
 
 
-def bench_merges(clients: int, rounds: int, folder: Path) -> list[LedgerRound]:
-    """``rounds`` rounds of ``clients`` charges, replies and one coordinator merge."""
+def bench_merges(clients: int, rounds: int, folder: Path,
+                 population: int = 0) -> list[LedgerRound]:
+    """``rounds`` rounds of ``clients`` charges, replies and one coordinator merge; round
+    ``r``'s clients are the ``clients`` after round ``r - 1``'s in a ring of
+    ``population`` (``clients`` when 0 or fewer)."""
+    population = max(population, clients)
     config = resolve_config({"out-dir": str(folder), "num-server-rounds": rounds})
     coordinator = CoordinatorLedger(folder)
     results = []
     for server_round in range(1, rounds + 1):
         reports, client_seconds = [], []
-        for index in range(clients):
+        for seat in range(clients):
+            index = ((server_round - 1) * clients + seat) % population
             client_id = f"client-{index}"
             round_config = {"run-id": "bench", "server-round": server_round,
                             **coordinator.held(client_id)}
@@ -83,13 +92,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--population", type=int, default=0,
+                        help="clients to take turns from (default: --clients, the same every round)")
     parser.add_argument("--json", default="benchmarks/ledger.json")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="fedshield-bench-ledger-") as folder:
-        results = bench_merges(args.clients, args.rounds, Path(folder))
+        results = bench_merges(args.clients, args.rounds, Path(folder), args.population)
     console = Console()
     shown = sorted({0, 1, len(results) // 2, len(results) - 1})
-    print_table(console, f"the ledgers' cost, {args.clients} clients a round",
+    population = max(args.population, args.clients)
+    print_table(console, f"the ledgers' cost, {args.clients} clients a round of {population:,}",
                 ("round", "client ledger ms", "merge s", "entries shipped", "entry bytes shipped"),
                 [[str(r.server_round), f"{r.client_ledger_ms:.1f}", f"{r.merge_seconds:.3f}",
                   f"{r.entries_shipped:,}", f"{r.reply_bytes:,}"]
@@ -99,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"later half mean {statistics.fmean(r.client_ledger_ms for r in later):.1f} ms")
     console.print(f"merge: first round {first.merge_seconds:.3f} s, later half mean "
                   f"{statistics.fmean(r.merge_seconds for r in later):.3f} s")
-    out = write_json(args.json, {"clients": args.clients, "rounds": args.rounds,
+    out = write_json(args.json, {"clients": args.clients, "population": population,
+                                 "rounds": args.rounds,
                                  "results": [asdict(r) for r in results]})
     console.print(f"wrote {out}")
 

@@ -159,7 +159,7 @@ def _continuation(
         for origin in {entry.ledger_id for entry in new}:
             after.extend(stored.get(origin, ChainState()))
         signers = {entry.charge.client_id for entry in new}
-        report = verify_entries(new, {c: k for c, k in keys.items() if c in signers}, after=after)
+        report = verify_entries(new, {c: keys[c] for c in signers if c in keys}, after=after)
         if not report.ok:
             raise LedgerError(f"refusing to import: the result would not verify ({report.first_bad})")
     return new
@@ -312,29 +312,62 @@ class PrivacyLedger:
         Enrolling the same key again is a no-op; a different key for an enrolled client,
         or a key already enrolled for another client, raises ``LedgerError``.
         """
-        if not isinstance(client_id, str) or not client_id or client_id != client_id.strip():
-            raise ValueError(f"client_id must be a non-empty string without surrounding spaces, got {client_id!r}")
-        raw = raw_public_key(public_key)
-        key_id = public_key_id(raw)
-        with self._write() as conn:
-            existing = conn.execute(queries.ENROLMENT, {"client_id": client_id}).first()
-            if existing is not None:
-                if bytes(existing.public_key) != raw:
-                    raise LedgerError(
-                        f"client {client_id!r} is already enrolled with key {existing.key_id[:16]}...; "
-                        "re-enrolling a different key is not allowed"
-                    )
-                return key_id
-            other = conn.execute(select(client_keys.c.client_id).where(client_keys.c.key_id == key_id)).first()
-            if other is not None:
-                raise LedgerError(f"key {key_id[:16]}... is already enrolled for client {other.client_id!r}")
-            conn.execute(
-                insert(client_keys).values(
-                    client_id=client_id, algorithm="ed25519", public_key=raw, key_id=key_id,
-                    enrolled_at=utc_now_iso(),
-                )
-            )
-        return key_id
+        outcome = self.enroll_many({client_id: public_key})[client_id]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def enroll_many(
+        self, keys: Mapping[str, Ed25519PublicKey | bytes]
+    ) -> dict[str, str | LedgerError | ValueError]:
+        """:meth:`enroll` for several clients at once, in one write transaction with one
+        query for the enrolments at hand and one insert (a round of new clients).
+
+        Returns, per client, its key id or what refused it: a ``ValueError`` (a malformed
+        client id) or a ``LedgerError`` (not a public key, the client enrolled with another
+        key, or the key with another client); the others are enrolled all the same.
+        """
+        outcomes: dict[str, str | LedgerError | ValueError] = {}
+        wanted: dict[str, tuple[bytes, str]] = {}
+        for client_id, public_key in keys.items():
+            if not isinstance(client_id, str) or not client_id or client_id != client_id.strip():
+                outcomes[client_id] = ValueError(
+                    f"client_id must be a non-empty string without surrounding spaces, got {client_id!r}")
+                continue
+            try:
+                raw = raw_public_key(public_key)
+            except (LedgerError, ValueError) as error:
+                outcomes[client_id] = error
+                continue
+            wanted[client_id] = (raw, public_key_id(raw))
+        if wanted:
+            with self._write() as conn:
+                columns = client_keys.c
+                rows = conn.execute(select(columns.client_id, columns.public_key, columns.key_id).where(
+                    columns.client_id.in_(sorted(wanted))
+                    | columns.key_id.in_(sorted(key_id for _, key_id in wanted.values()))
+                )).all()
+                enrolled = {row.client_id: (bytes(row.public_key), row.key_id) for row in rows}
+                owners = {row.key_id: row.client_id for row in rows}
+                new_rows = []
+                for client_id, (raw, key_id) in wanted.items():
+                    if client_id in enrolled:
+                        held, held_id = enrolled[client_id]
+                        outcomes[client_id] = key_id if held == raw else LedgerError(
+                            f"client {client_id!r} is already enrolled with key {held_id[:16]}...; "
+                            "re-enrolling a different key is not allowed")
+                    elif key_id in owners:
+                        outcomes[client_id] = LedgerError(
+                            f"key {key_id[:16]}... is already enrolled for client {owners[key_id]!r}")
+                    else:
+                        enrolled[client_id], owners[key_id] = (raw, key_id), client_id
+                        new_rows.append({"client_id": client_id, "algorithm": "ed25519",
+                                         "public_key": raw, "key_id": key_id,
+                                         "enrolled_at": utc_now_iso()})
+                        outcomes[client_id] = key_id
+                if new_rows:
+                    conn.execute(insert(client_keys), new_rows)
+        return {client_id: outcomes[client_id] for client_id in keys}
 
     def public_keys(self) -> dict[str, bytes]:
         """The enrolment registry: client id -> raw 32-byte Ed25519 public key."""

@@ -319,6 +319,36 @@ def test_enrolment_is_write_once(tmp_path: Path) -> None:
         assert ledger.public_keys() == {"a": a.public_key_bytes, "b": b.public_key_bytes}
 
 
+def test_enroll_many_refuses_a_client_alone_and_inserts_the_rest_at_once(tmp_path: Path) -> None:
+    a, b, c, intruder = (ClientSigner.generate() for _ in range(4))
+    with PrivacyLedger(tmp_path / "l.sqlite") as ledger:
+        ledger.enroll("a", a.public_key)
+        statements: list[str] = []
+        engine = ledger._database.engine  # white-box: count what reaches SQLite
+        listener = lambda *args: statements.append(args[2].split()[0])  # noqa: E731
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            outcomes = ledger.enroll_many({
+                "a": intruder.public_key,     # enrolled with another key
+                "b": b.public_key,
+                "c": c.public_key_bytes,
+                "d": b.public_key,            # b's key, claimed by another client
+                " e": c.public_key,           # malformed id
+                "f": b"\x01" * 31,            # not a key
+            })
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+        assert (outcomes["b"], outcomes["c"]) == (b.public_key_id, c.public_key_id)
+        assert isinstance(outcomes["a"], LedgerError) and "re-enrolling" in str(outcomes["a"])
+        assert isinstance(outcomes["d"], LedgerError) and "for client 'b'" in str(outcomes["d"])
+        assert isinstance(outcomes[" e"], ValueError)
+        assert isinstance(outcomes["f"], LedgerError) and "32 raw bytes" in str(outcomes["f"])
+        assert statements.count("INSERT") == 1
+        assert ledger.public_keys() == {"a": a.public_key_bytes, "b": b.public_key_bytes,
+                                        "c": c.public_key_bytes}
+        assert ledger.enroll_many({"b": b.public_key}) == {"b": b.public_key_id}  # no-op
+
+
 def test_append_requires_the_enrolled_key(tmp_path: Path) -> None:
     a, other = ClientSigner.generate(), ClientSigner.generate()
     with PrivacyLedger(tmp_path / "l.sqlite") as ledger:
