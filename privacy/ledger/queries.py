@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from sqlalchemy import Select, bindparam, insert, select
+from sqlalchemy import Select, bindparam, insert, or_, select
 
 from .schema import client_keys, ledger_entries, ledger_meta
 
@@ -20,6 +20,13 @@ _entry = ledger_entries.c
 META = select(ledger_meta.c.key, ledger_meta.c.value)
 #: The enrolment row of ``client_id``: its key and the key's id among them.
 ENROLMENT = select(client_keys).where(client_keys.c.client_id == bindparam("client_id"))
+#: The enrolment rows of the clients ``client_ids`` and of the keys ``key_ids``.
+ENROLMENTS = select(client_keys.c.client_id, client_keys.c.public_key, client_keys.c.key_id).where(
+    or_(client_keys.c.client_id.in_(bindparam("client_ids", expanding=True)),
+        client_keys.c.key_id.in_(bindparam("key_ids", expanding=True)))
+)
+#: One enrolment row.
+INSERT_KEY = insert(client_keys)
 #: The newest entry of ledger ``ledger_id``'s own chain.
 HEAD = (
     select(_entry.seq, _entry.entry_hash)

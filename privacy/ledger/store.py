@@ -342,11 +342,10 @@ class PrivacyLedger:
             wanted[client_id] = (raw, public_key_id(raw))
         if wanted:
             with self._write() as conn:
-                columns = client_keys.c
-                rows = conn.execute(select(columns.client_id, columns.public_key, columns.key_id).where(
-                    columns.client_id.in_(sorted(wanted))
-                    | columns.key_id.in_(sorted(key_id for _, key_id in wanted.values()))
-                )).all()
+                rows = conn.execute(queries.ENROLMENTS, {
+                    "client_ids": sorted(wanted),
+                    "key_ids": sorted(key_id for _, key_id in wanted.values()),
+                }).all()
                 enrolled = {row.client_id: (bytes(row.public_key), row.key_id) for row in rows}
                 owners = {row.key_id: row.client_id for row in rows}
                 new_rows = []
@@ -366,7 +365,7 @@ class PrivacyLedger:
                                          "enrolled_at": utc_now_iso()})
                         outcomes[client_id] = key_id
                 if new_rows:
-                    conn.execute(insert(client_keys), new_rows)
+                    conn.execute(queries.INSERT_KEY, new_rows)
         return {client_id: outcomes[client_id] for client_id in keys}
 
     def public_keys(self) -> dict[str, bytes]:
