@@ -17,6 +17,8 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -81,6 +83,34 @@ def _row(path: Path, seq: int) -> dict[str, object]:
         return dict(con.execute("SELECT * FROM ledger_entries WHERE seq = ?", (seq,)).fetchone())
     finally:
         con.close()
+
+
+@contextmanager
+def _statements(ledger: PrivacyLedger) -> Iterator[list[str]]:
+    """The first word of every statement that reaches SQLite inside the block (white-box:
+    the process's engine for ledger files)."""
+    statements: list[str] = []
+    engine = ledger._database.engine
+    listener = lambda *args: statements.append(args[2].split()[0])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+
+
+def _client_ledgers(
+    tmp_path: Path, clients: str
+) -> tuple[dict[str, ClientSigner], dict[str, PrivacyLedger], dict[str, list[LedgerEntry]]]:
+    """A local ledger per client with charges for rounds 1 and 2: signers, ledgers, entries."""
+    signers = {client: ClientSigner.generate() for client in clients}
+    local = {}
+    for client, signer in signers.items():
+        local[client] = PrivacyLedger(tmp_path / f"client-{client}.sqlite")
+        local[client].enroll(client, signer.public_key)
+        for round in (1, 2):
+            local[client].append(_charge(client, round, float(round)), signer)
+    return signers, local, {client: ledger.entries() for client, ledger in local.items()}
 
 
 @pytest.fixture
@@ -323,11 +353,7 @@ def test_enroll_many_refuses_a_client_alone_and_inserts_the_rest_at_once(tmp_pat
     a, b, c, intruder = (ClientSigner.generate() for _ in range(4))
     with PrivacyLedger(tmp_path / "l.sqlite") as ledger:
         ledger.enroll("a", a.public_key)
-        statements: list[str] = []
-        engine = ledger._database.engine  # white-box: count what reaches SQLite
-        listener = lambda *args: statements.append(args[2].split()[0])  # noqa: E731
-        event.listen(engine, "before_cursor_execute", listener)
-        try:
+        with _statements(ledger) as statements:
             outcomes = ledger.enroll_many({
                 "a": intruder.public_key,     # enrolled with another key
                 "b": b.public_key,
@@ -336,8 +362,6 @@ def test_enroll_many_refuses_a_client_alone_and_inserts_the_rest_at_once(tmp_pat
                 " e": c.public_key,           # malformed id
                 "f": b"\x01" * 31,            # not a key
             })
-        finally:
-            event.remove(engine, "before_cursor_execute", listener)
         assert (outcomes["b"], outcomes["c"]) == (b.public_key_id, c.public_key_id)
         assert isinstance(outcomes["a"], LedgerError) and "re-enrolling" in str(outcomes["a"])
         assert isinstance(outcomes["d"], LedgerError) and "for client 'b'" in str(outcomes["d"])
@@ -692,14 +716,7 @@ def test_import_continues_the_stored_chains_and_verifies_only_what_it_adds(
 def test_import_groups_refuses_a_bad_group_alone_and_writes_the_rest_in_one_statement(
     tmp_path: Path,
 ) -> None:
-    signers = {client: ClientSigner.generate() for client in "abcd"}
-    local = {}
-    for client, signer in signers.items():
-        local[client] = PrivacyLedger(tmp_path / f"client-{client}.sqlite")
-        local[client].enroll(client, signer.public_key)
-        for round in (1, 2):
-            local[client].append(_charge(client, round, float(round)), signer)
-    shipped = {client: ledger.entries() for client, ledger in local.items()}
+    signers, local, shipped = _client_ledgers(tmp_path, "abcd")
     with PrivacyLedger(tmp_path / "coordinator.sqlite") as merged:
         for client in "abcd":
             merged.enroll(client, signers[client].public_key)
@@ -708,11 +725,7 @@ def test_import_groups_refuses_a_bad_group_alone_and_writes_the_rest_in_one_stat
         first, second = shipped["c"]
         forged = dataclasses.replace(second, charge=dataclasses.replace(second.charge, epsilon_after=0.5))
         other_ledger = dataclasses.replace(shipped["d"][0], ledger_id=shipped["a"][0].ledger_id)
-        statements: list[str] = []
-        engine = merged._database.engine  # white-box: count what reaches SQLite
-        listener = lambda *args: statements.append(args[2].split()[0])  # noqa: E731
-        event.listen(engine, "before_cursor_execute", listener)
-        try:
+        with _statements(merged) as statements:
             outcomes = merged.import_groups({
                 "a": shipped["a"],            # its first entry is stored: one more
                 "b": shipped["b"],
@@ -720,8 +733,6 @@ def test_import_groups_refuses_a_bad_group_alone_and_writes_the_rest_in_one_stat
                 "d": [other_ledger],          # claims a place in a's ledger
                 "none": [],
             })
-        finally:
-            event.remove(engine, "before_cursor_execute", listener)
         assert (outcomes["a"], outcomes["b"], outcomes["none"]) == (1, 2, 0)
         assert isinstance(outcomes["c"], LedgerError) and "hash mismatch" in str(outcomes["c"])
         assert isinstance(outcomes["d"], LedgerError) and "conflict" in str(outcomes["d"])
@@ -737,14 +748,7 @@ def test_import_groups_refuses_a_bad_group_alone_and_writes_the_rest_in_one_stat
 
 
 def test_a_batch_commits_once_and_rolls_back_only_the_write_that_failed(tmp_path: Path) -> None:
-    signers = {client: ClientSigner.generate() for client in "abc"}
-    local = {}
-    for client, signer in signers.items():
-        local[client] = PrivacyLedger(tmp_path / f"client-{client}.sqlite")
-        local[client].enroll(client, signer.public_key)
-        for round in (1, 2):
-            local[client].append(_charge(client, round, float(round)), signer)
-    shipped = {client: ledger.entries() for client, ledger in local.items()}
+    signers, local, shipped = _client_ledgers(tmp_path, "abc")
     merged_path = tmp_path / "coordinator.sqlite"
     with PrivacyLedger(merged_path) as merged:
         engine = merged._database.engine  # white-box: the process's engine for ledger files
