@@ -200,8 +200,9 @@ def run_federation(
         train_config = {**config.to_flower(), "server-round": server_round, "run-id": run_id}
         # Each client's reply then carries only the ledger entries the merged copy lacks.
         held = {n: ledger.held(clients[n].client_id) for n in sampled if n in clients}
+        arrays = to_record(weights)
         aggregate = workflow.run_round(
-            grid, sampled, to_record(weights), train_config, server_round,
+            grid, sampled, arrays, train_config, server_round,
             timeout=timeout, per_node=held,
         )
         for report in aggregate.reports:
@@ -229,8 +230,7 @@ def run_federation(
             # updated and evaluated.
             cohort = sample_cohort(grid, config, clients, rng, server_round + 1)
             if not cohort.stop:
-                workflow.prepare_round(grid, cohort.sampled, to_record(weights),
-                                       server_round + 1, timeout)
+                workflow.prepare_round(grid, cohort.sampled, arrays, server_round + 1, timeout)
         ledger.receive(aggregate.reports, server_round)
         if every_client_failed:
             reasons = "; ".join(sorted({r.reason for r in aggregate.reports}))
