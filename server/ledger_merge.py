@@ -84,7 +84,7 @@ class CoordinatorLedger:
                     groups[str(place)] = self._entries(report.client_id, report.ledger)
                 except _REPLY_ERRORS as error:
                     self._problem(server_round, report.client_id, str(error))
-            self._enroll_new_keys(merged, server_round, signed, groups)
+            key_ids = self._enroll_new_keys(merged, server_round, signed, groups)
             outcomes = merged.import_groups(groups)
             for place, outcome in outcomes.items():
                 report = signed[int(place)]
@@ -92,6 +92,7 @@ class CoordinatorLedger:
                     if isinstance(outcome, LedgerError):
                         raise outcome
                     self._record_head(merged, report.client_id, report.ledger, groups[place])
+                    self.key_ids[report.client_id] = key_ids[place]
                 except _REPLY_ERRORS as error:
                     self._problem(server_round, report.client_id, str(error))
 
@@ -119,10 +120,12 @@ class CoordinatorLedger:
         return entries
 
     def _enroll_new_keys(self, merged: PrivacyLedger, server_round: int,
-                         signed: list[ClientReport], groups: dict[str, list[LedgerEntry]]) -> None:
+                         signed: list[ClientReport], groups: dict[str, list[LedgerEntry]]
+                         ) -> dict[str, str]:
         """Enrol, in one go, the key of every reply in ``groups`` whose key was not merged
         before (a no-op for a client enrolled with it); drop the groups of the replies
-        whose key is refused."""
+        whose key is refused. Returns the key id of each reply kept, by place."""
+        key_ids: dict[str, str] = {}
         pending: dict[str, tuple[str, bytes]] = {}  # place -> (client, key)
         for place in list(groups):
             client_id = signed[int(place)].client_id
@@ -133,6 +136,7 @@ class CoordinatorLedger:
                 self._problem(server_round, client_id, str(error))
                 del groups[place]
                 continue
+            key_ids[place] = key_id
             if self.key_ids.get(client_id) != key_id:
                 pending[place] = (client_id, public_key)
         enrolled = merged.enroll_many(dict(pending.values())) if pending else {}
@@ -140,6 +144,7 @@ class CoordinatorLedger:
             if isinstance(enrolled[client_id], Exception):
                 self._problem(server_round, client_id, str(enrolled[client_id]))
                 del groups[place]
+        return key_ids
 
     def _record_head(
         self, merged: PrivacyLedger, client_id: str, fields: dict[str, Any],
@@ -155,7 +160,6 @@ class CoordinatorLedger:
             held = sent.get((ledger_id, head_seq)) or merged.entry_hash(ledger_id, head_seq, client_id)
             if held != head_hash:
                 raise LedgerError(f"its reported head (entry {head_seq}) is not among its entries")
-        self.key_ids[client_id] = public_key_id(bytes.fromhex(str(fields["public-key"])))
         self.heads[client_id] = {"ledger_id": ledger_id, "seq": head_seq, "entry_hash": head_hash}
 
     def describe(self) -> dict[str, Any]:
