@@ -35,7 +35,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from privacy.secagg.channel import decrypt_shares, encrypt_shares, share_channel_keys
 from privacy.secagg.config import validate_threshold
@@ -113,8 +112,12 @@ class SecAggClient:
         self._state = _NEW
         self._setup: SetupMessage | None = None
         self._neighbours: tuple[int, ...] = ()
-        self._share_key: X25519PrivateKey | None = None
-        self._mask_key: X25519PrivateKey | None = None
+        # Private keys as their 32 raw bytes, loaded only by the stage that uses them:
+        # loading an X25519 key derives its public key, a scalar multiplication as costly
+        # as an agreement, and the state is restored at every stage.
+        self._share_key: bytes | None = None
+        self._mask_key: bytes | None = None
+        self._own_public_keys: tuple[bytes, bytes] = (b"", b"")  # (c_u^PK, s_u^PK)
         self._self_seed: bytes | None = None
         # Public keys of the neighbourhood members (itself included) that completed stage 1.
         self._share_pks: dict[int, bytes] = {}
@@ -188,15 +191,16 @@ class SecAggClient:
         )
         self._setup = setup
         self._neighbours = graph[self.client_id]
-        self._share_key = generate_key_pair(self._rng)
-        self._mask_key = generate_key_pair(self._rng)
+        share_key, mask_key = generate_key_pair(self._rng), generate_key_pair(self._rng)
+        self._share_key, self._mask_key = private_key_bytes(share_key), private_key_bytes(mask_key)
+        self._own_public_keys = (public_key_bytes(share_key), public_key_bytes(mask_key))
         self._state = _KEYS_SHARED
         return PublicKeys(
             run_id=setup.run_id,
             round_id=setup.round_id,
             client_id=self.client_id,
-            share_public_key=public_key_bytes(self._share_key),
-            mask_public_key=public_key_bytes(self._mask_key),
+            share_public_key=self._own_public_keys[0],
+            mask_public_key=self._own_public_keys[1],
         )
 
     def share_secrets(self, keys: NeighbourKeys) -> EncryptedShares:
@@ -217,9 +221,10 @@ class SecAggClient:
             )
         share_pks = dict(zip(ids, keys.share_public_keys, strict=True))
         mask_pks = dict(zip(ids, keys.mask_public_keys, strict=True))
+        own_share_pk, own_mask_pk = self._own_public_keys
         if self.client_id not in share_pks or not (
-            hmac.compare_digest(share_pks[self.client_id], public_key_bytes(self._share_key))
-            and hmac.compare_digest(mask_pks[self.client_id], public_key_bytes(self._mask_key))
+            hmac.compare_digest(share_pks[self.client_id], own_share_pk)
+            and hmac.compare_digest(mask_pks[self.client_id], own_mask_pk)
         ):
             raise SecAggProtocolError(
                 f"client {self.client_id}: the server did not echo this client's own keys"
@@ -230,14 +235,15 @@ class SecAggClient:
         xs = [share_x(v) for v in holders]
         self._self_seed = random_bytes(self._rng, KEY_BYTES)
         seed_shares = split_secret(self._self_seed, xs, setup.threshold, self._rng)
-        key_shares = split_secret(private_key_bytes(self._mask_key), xs, setup.threshold, self._rng)
+        key_shares = split_secret(self._mask_key, xs, setup.threshold, self._rng)
+        share_key = private_key_from_bytes(self._share_key)
         out = []
         for v, seed_share, key_share in zip(holders, seed_shares, key_shares, strict=True):
             if v == self.client_id:
                 self._held[v] = (seed_share, key_share)
                 continue
             key, self._inbound_keys[v] = share_channel_keys(
-                self._share_key,
+                share_key,
                 share_pks[v],
                 run_id=setup.run_id,
                 round_id=setup.round_id,
@@ -314,13 +320,14 @@ class SecAggClient:
         )
         b = setup.modulus_bits
         n = setup.vector_length
+        mask_key = private_key_from_bytes(self._mask_key)
         masked += expand_mask(
             self_mask_key(self._self_seed, client_id=self.client_id, **common), n, b
         )
         for v in sorted(received):
             mask = expand_mask(
                 pairwise_mask_key(
-                    self._mask_key,
+                    mask_key,
                     self._mask_pks[v],
                     client_id=self.client_id,
                     peer_id=v,
@@ -401,8 +408,10 @@ class SecAggClient:
             "client_id": self.client_id,
             "state": self._state,
             **{f"setup.{k}": v for k, v in setup.items()},
-            "share_private_key": private_key_bytes(self._share_key) if self._share_key else b"",
-            "mask_private_key": private_key_bytes(self._mask_key) if self._mask_key else b"",
+            "neighbours": list(self._neighbours),
+            "share_private_key": self._share_key or b"",
+            "mask_private_key": self._mask_key or b"",
+            "own_public_keys": list(self._own_public_keys),
             "self_seed": self._self_seed or b"",
             "key_owners": sorted(self._share_pks),
             "share_public_keys": [self._share_pks[v] for v in sorted(self._share_pks)],
@@ -426,17 +435,11 @@ class SecAggClient:
         setup = {k[6:]: v for k, v in state.items() if k.startswith("setup.")}
         if setup:
             client._setup = SetupMessage.from_dict(setup)
-            client._neighbours = build_neighbour_graph(
-                client._setup.client_ids,
-                client._setup.degree,
-                client._setup.graph_seed,
-                run_id=client._setup.run_id,
-                round_id=client._setup.round_id,
-            )[client.client_id]
-        if state["share_private_key"]:
-            client._share_key = private_key_from_bytes(bytes(state["share_private_key"]))
-        if state["mask_private_key"]:
-            client._mask_key = private_key_from_bytes(bytes(state["mask_private_key"]))
+        client._neighbours = tuple(int(v) for v in state["neighbours"])
+        client._share_key = bytes(state["share_private_key"]) or None
+        client._mask_key = bytes(state["mask_private_key"]) or None
+        share_pk, mask_pk = state["own_public_keys"]
+        client._own_public_keys = (bytes(share_pk), bytes(mask_pk))
         client._self_seed = bytes(state["self_seed"]) or None
         owners = [int(v) for v in state["key_owners"]]
         client._share_pks = dict(zip(owners, map(bytes, state["share_public_keys"]), strict=True))
