@@ -29,8 +29,9 @@ clients with Opacus' RDP or PRV accountant (one subsampled-Gaussian step per rou
 DP-FedAvg (McMahan et al. 2018) and stated here so nobody mistakes them for more: the
 fixed-size cohort is accounted as Poisson sampling at rate ``q``, and the continuous
 Gaussian is analysed although each share is then rounded to the secure-aggregation grid
-(step ``R / (2^31 - 1)`` with the defaults, about ``2^-28`` of a noise share's std;
-Kairouz et al. 2021 close this gap formally with the discrete Gaussian).
+(step ``R / (2^(q-1) - 1)``: with the defaults about ``2^-24`` of a noise share's std at 10
+clients, ``2^-20`` at 100, where the 32-bit ring leaves ``q = 25``; Kairouz et al. 2021
+close this gap formally with the discrete Gaussian).
 
 Noise shares are secret: they are drawn from a generator seeded with 128 bits from
 ``os.urandom``, never from a public seed.

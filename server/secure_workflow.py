@@ -78,7 +78,7 @@ from task import secagg_wire as wire
 from task.config import RunConfig
 from task.background import in_background
 from task.records import from_record
-from task.secure_vector import VectorLayout
+from task.secure_vector import MIN_RING32_QUANT_BITS, VectorLayout
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +87,19 @@ __all__ = ["SecureWorkflow", "SecureRound", "protocol_config"]
 _M = TypeVar("_M")
 
 
-def protocol_config(config: RunConfig, cohort_size: int) -> SecAggConfig:
-    """The protocol settings for a cohort of ``cohort_size``: default neighbour graph,
-    threshold from ``secagg-threshold-fraction``, quantisation range ``secagg-clip-range``."""
-    degree, _ = resolve_round_parameters(SecAggConfig(), cohort_size)
+def protocol_config(config: RunConfig, cohort_size: int, layout: VectorLayout) -> SecAggConfig:
+    """The protocol settings for a cohort of ``cohort_size`` sending vectors of ``layout``:
+    default neighbour graph, threshold from ``secagg-threshold-fraction``, quantisation
+    range ``secagg-clip-range``, and the ring the layout needs (:meth:`VectorLayout.ring`)."""
+    defaults = SecAggConfig()
+    degree, _ = resolve_round_parameters(defaults, cohort_size)
     members = degree + 1
     threshold = max(
         default_threshold(members), math.ceil(config.secagg_threshold_fraction * members)
     )
-    return SecAggConfig(threshold=threshold, degree=degree, clip_range=config.secagg_clip_range)
+    quant_bits, modulus_bits = layout.ring(cohort_size, defaults.rounding)
+    return SecAggConfig(threshold=threshold, degree=degree, clip_range=config.secagg_clip_range,
+                        quant_bits=quant_bits, modulus_bits=modulus_bits)
 
 
 @dataclass
@@ -110,6 +114,11 @@ class SecureRound:
     cohort: int
     threshold: int
     degree: int
+    # Quantisation bits q and ring Z_2^b, and the per-coordinate error bound of one client's
+    # contribution to the weighted update sum, u R / (2^q - 2).
+    quant_bits: int = 0
+    modulus_bits: int = 0
+    error_bound_per_client: float = 0.0
     dropouts: dict[str, list[str]] = field(default_factory=dict)
     contributors: int = 0
     aborted: str | None = None
@@ -195,8 +204,6 @@ class SecureWorkflow:
         """``secure_aggregation``, its parameters and what happened in every round."""
         c = self._config
         defaults = SecAggConfig()
-        per_client = c.secagg_clip_range / ((1 << defaults.quant_bits) - 2)
-        unit = 1.0 if c.client_dp else c.secagg_weight_scale
         return {
             "secure_aggregation": True,
             "secure_aggregation_parameters": {
@@ -209,11 +216,11 @@ class SecureWorkflow:
                 "full_graph_max_clients": defaults.full_graph_max_clients,
                 "clip_range": c.secagg_clip_range,
                 "weight_scale": c.secagg_weight_scale,
-                "quant_bits": defaults.quant_bits,
-                "modulus_bits": defaults.modulus_bits,
+                "ring": f"Z_2^32 with q = 32 - ceil(log2 n) bits while q >= "
+                f"{MIN_RING32_QUANT_BITS} and integer totals stay exact, else Z_2^64 with "
+                f"q = 32 (each round's q and b are in secure_aggregation_rounds)",
                 "rounding": defaults.rounding,
                 "update_weights": "uniform" if c.client_dp else "num-examples",
-                "error_bound_per_client": unit * per_client,
                 "client_dp": (
                     {"noise_multiplier": c.client_noise_multiplier,
                      "clip_norm": c.client_clip_norm}
@@ -307,7 +314,7 @@ class SecureWorkflow:
     ) -> _OpenRound:
         """A new round over ``node_ids`` through its key exchange."""
         layout = VectorLayout.for_run(from_record(arrays), self._config)
-        params = protocol_config(self._config, len(node_ids))
+        params = protocol_config(self._config, len(node_ids), layout)
         server = SecAggServer(
             range(len(node_ids)),
             layout.length,
@@ -315,7 +322,11 @@ class SecureWorkflow:
             run_id=f"{grid.run.run_id}:{self._run_nonce}",
             round_id=server_round,
         )
-        record = SecureRound(server_round, len(node_ids), server.threshold, server.degree)
+        record = SecureRound(
+            server_round, len(node_ids), server.threshold, server.degree,
+            quant_bits=params.quant_bits, modulus_bits=params.modulus_bits,
+            error_bound_per_client=layout.error_bound(1, params.quant_bits, params.rounding),
+        )
         opened = _OpenRound(layout, server, _Round(node_ids, record))
         try:
             opened.forwarded = self._exchange_keys(grid, server, opened.state, timeout)

@@ -90,12 +90,12 @@ def model_layout(config: RunConfig) -> VectorLayout:
     return VectorLayout.for_run(weights, config)
 
 
-def protocol_seconds(config: RunConfig, clients: int, length: int) -> float:
-    """One in-process SecAgg+ round over ``clients`` random vectors of ``length``."""
+def protocol_seconds(config: RunConfig, clients: int, layout: VectorLayout) -> float:
+    """One in-process SecAgg+ round over ``clients`` random vectors of ``layout``."""
     gen = np.random.default_rng(0)
-    vectors = {u: gen.normal(0, 0.01, length) for u in range(clients)}
+    vectors = {u: gen.normal(0, 0.01, layout.length) for u in range(clients)}
     started = time.perf_counter()
-    run_secagg_round(vectors, protocol_config(config, clients))
+    run_secagg_round(vectors, protocol_config(config, clients, layout))
     return time.perf_counter() - started
 
 
@@ -114,7 +114,7 @@ def bench_cohort(base: dict, clients: int, repeat: int = 1) -> CohortResult:
             for r in secure["secure_aggregation_rounds"][1:] or secure["secure_aggregation_rounds"]
         ))
     overheads = [s / p - 1.0 for p, s in zip(plain_s, secure_s)]
-    length = model_layout(secure_config).length
+    layout = model_layout(secure_config)
     return CohortResult(
         clients=clients,
         rounds=len(secure_records),
@@ -123,8 +123,8 @@ def bench_cohort(base: dict, clients: int, repeat: int = 1) -> CohortResult:
         overhead=statistics.median(overheads),
         secure_stage_seconds=statistics.median(stages),
         stage_share=statistics.median([st / p for st, p in zip(stages, plain_s)]),
-        protocol_seconds=protocol_seconds(secure_config, clients, length),
-        vector_length=length,
+        protocol_seconds=protocol_seconds(secure_config, clients, layout),
+        vector_length=layout.length,
         plain_accuracy=plain["accuracy"],
         secure_accuracy=secure["accuracy"],
         pair_overheads=overheads,

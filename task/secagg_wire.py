@@ -3,10 +3,11 @@
 Each stage is one Message round of type ``train.<action>`` (Flower routes it to the
 ClientApp function registered with ``@app.train("<action>")``). A stage message maps onto
 a ``RecordDict``: its fields go into the ``ConfigRecord`` ``"secagg"``, the one array (the
-masked input, elements of ``Z_{2^b}``) as its raw little-endian ``uint64`` bytes. Raw bytes,
-not an ``ArrayRecord``: an ``Array`` is a ``.npy`` file in memory, and writing and parsing
-that for 500 KB took about 0.5 ms at each end, per client and round, on the server's one
-thread for every client of the cohort.
+masked input, elements of ``Z_{2^b}`` in the ring's 32- or 64-bit word) as its raw
+little-endian bytes, with the word's size in bytes beside it (``"<field>:word-bytes"``).
+Raw bytes, not an ``ArrayRecord``: an ``Array`` is a ``.npy`` file in memory, and writing
+and parsing that for 500 KB took about 0.5 ms at each end, per client and round, on the
+server's one thread for every client of the cohort.
 
 =====================  ==============================  ===============================
 action                 server -> client                 client -> server
@@ -25,6 +26,7 @@ sent in ``"secagg-recipient"``), because Flower node ids are unsigned 64-bit and
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, TypeVar
 
 import numpy as np
@@ -62,8 +64,9 @@ PROTOCOL_KEY = "secagg"
 RECIPIENT_KEY = "secagg-recipient"
 
 _M = TypeVar("_M")
-#: How an array field travels: elements of Z_2^b as little-endian 64-bit words.
-_WIRE_ELEMENT = np.dtype("<u8")
+#: The words an array field may travel in (elements of Z_2^b), by their size in bytes.
+_WIRE_WORDS = {4: np.dtype("<u4"), 8: np.dtype("<u8")}
+_WORD_BYTES = ":word-bytes"
 
 
 def message_type(action: str) -> str:
@@ -73,11 +76,19 @@ def message_type(action: str) -> str:
 
 def to_records(message: Any) -> dict[str, ConfigRecord]:
     """A stage message (anything with ``to_dict()``) as Flower records."""
-    fields = {
-        k: np.ascontiguousarray(v, dtype=_WIRE_ELEMENT).tobytes() if isinstance(v, np.ndarray)
-        else v
-        for k, v in message.to_dict().items()
-    }
+    fields: dict[str, Any] = {}
+    for k, v in message.to_dict().items():
+        if isinstance(v, np.ndarray):
+            word = _WIRE_WORDS.get(v.dtype.itemsize)
+            if v.dtype.kind != "u" or word is None:
+                raise SecAggProtocolError(
+                    f"{type(message).__name__}: field '{k}' is a {v.dtype} array; ring "
+                    f"elements travel as uint32 or uint64"
+                )
+            fields[k] = np.ascontiguousarray(v, dtype=word).tobytes()
+            fields[k + _WORD_BYTES] = word.itemsize
+        else:
+            fields[k] = v
     return {PROTOCOL_KEY: ConfigRecord(fields)}
 
 
@@ -91,17 +102,24 @@ def from_records(content: RecordDict, cls: type[_M]) -> _M:
         raise SecAggProtocolError(f"{cls.__name__}: the message has no '{PROTOCOL_KEY}' record")
     fields: dict[str, Any] = dict(content[PROTOCOL_KEY])
     for name in _array_fields(cls):
-        raw = fields.get(name)
+        raw, word_bytes = fields.get(name), fields.pop(name + _WORD_BYTES, None)
         if isinstance(raw, bytes):
-            if len(raw) % _WIRE_ELEMENT.itemsize:
+            word = _WIRE_WORDS.get(word_bytes)  # type: ignore[arg-type]
+            if word is None:
+                raise SecAggProtocolError(
+                    f"{cls.__name__}: field '{name}' comes with word size {word_bytes!r}, "
+                    f"not one of {sorted(_WIRE_WORDS)} bytes"
+                )
+            if len(raw) % word.itemsize:
                 raise SecAggProtocolError(
                     f"{cls.__name__}: field '{name}' holds {len(raw)} bytes, not a whole "
-                    f"number of {_WIRE_ELEMENT.itemsize}-byte elements"
+                    f"number of {word.itemsize}-byte elements"
                 )
-            fields[name] = np.frombuffer(raw, dtype=_WIRE_ELEMENT).astype(np.uint64)
+            fields[name] = np.frombuffer(raw, dtype=word).astype(word.newbyteorder("="))
     return cls.from_dict(fields)  # type: ignore[attr-defined]
 
 
+@functools.cache
 def _array_fields(cls: type) -> tuple[str, ...]:
     """The fields of the stage message class ``cls`` that hold a numpy array."""
     return tuple(f.name for f in dataclasses.fields(cls) if str(f.type) == "np.ndarray")

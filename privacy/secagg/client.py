@@ -51,6 +51,7 @@ from privacy.secagg.keys import (
 )
 from privacy.secagg.masking import (
     expand_mask,
+    reduce_in_place,
     pairwise_mask_key,
     pairwise_mask_sign,
     self_mask_key,
@@ -340,8 +341,7 @@ class SecAggClient:
                 masked += mask
             else:
                 masked -= mask
-        if b < 64:
-            np.bitwise_and(masked, np.uint64((1 << b) - 1), out=masked)
+        reduce_in_place(masked, b)
         self._state = _INPUT_MASKED
         return MaskedInput(setup.run_id, setup.round_id, self.client_id, masked)
 

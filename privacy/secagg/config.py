@@ -46,7 +46,9 @@ class SecAggConfig:
         quant_bits: ``q``; each coordinate becomes an integer in
             ``[-(2^(q-1) - 1), 2^(q-1) - 1]`` (default 32).
         modulus_bits: ``b``; arithmetic is in ``Z_{2^b}``; needs ``b >= q + ceil(log2 n)``
-            and ``b <= 64`` (default 64: up to ``2^32`` clients at ``q = 32``).
+            and ``b <= 64`` (default 64: up to ``2^32`` clients at ``q = 32``). Rings of
+            ``b <= 32`` bits are held in ``uint32`` words: half the keystream, additions
+            and wire of ``uint64``.
         rounding: ``"deterministic"`` (default) or ``"stochastic"`` (unbiased).
     """
 

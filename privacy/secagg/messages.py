@@ -272,8 +272,8 @@ class ForwardedShares(_ShareList):
 
 @dataclass(frozen=True)
 class MaskedInput(_Message):
-    """Stage ``collect_masked_input`` (C_u -> S): ``y_u`` as a ``uint64`` array of
-    elements of ``Z_{2^b}``."""
+    """Stage ``collect_masked_input`` (C_u -> S): ``y_u``, elements of ``Z_{2^b}`` in the
+    ring's word (``uint32`` for ``b <= 32``, else ``uint64``)."""
 
     run_id: str
     round_id: int

@@ -54,6 +54,8 @@ from privacy.secagg.masking import (
     modulus_mask,
     pairwise_mask_key,
     pairwise_mask_sign,
+    reduce_in_place,
+    ring_dtype,
     self_mask_key,
 )
 from privacy.secagg.messages import (
@@ -278,14 +280,15 @@ class SecAggServer:
         received = self._collect(messages, "client_id", self._u2, Stage.COLLECT_MASKED_INPUT)
         n = self._setup.vector_length
         b = self._setup.modulus_bits
-        total = np.zeros(n, dtype=np.uint64)
+        word = ring_dtype(b)
+        total = np.zeros(n, dtype=word)
         for u in sorted(received):
             y = received[u].masked_vector
-            if not isinstance(y, np.ndarray) or y.dtype != np.uint64 or y.shape != (n,):
+            if not isinstance(y, np.ndarray) or y.dtype != word or y.shape != (n,):
                 raise SecAggProtocolError(
-                    f"server: masked input of client {u} must be a uint64 array of shape ({n},)"
+                    f"server: masked input of client {u} must be a {word} array of shape ({n},)"
                 )
-            if b < 64 and np.any(y > modulus_mask(b)):
+            if b < 8 * word.itemsize and np.any(y > modulus_mask(b)):
                 raise SecAggProtocolError(
                     f"server: masked input of client {u} has elements >= 2^{b}"
                 )
@@ -376,8 +379,7 @@ class SecAggServer:
                     total -= mask
                 else:
                     total += mask
-        if b < 64:
-            np.bitwise_and(total, modulus_mask(b), out=total)
+        reduce_in_place(total, b)
         aggregate = dequantize(
             total, clip_range=setup.clip_range, quant_bits=setup.quant_bits, modulus_bits=b
         )

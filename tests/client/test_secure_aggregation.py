@@ -8,6 +8,7 @@ from flwr.app import Context, Message, RecordDict
 
 from client import secure_aggregation
 from client.secure_aggregation import STATE_KEY, secure_input
+from privacy.secagg import dequantize, quantize
 from server.secure_workflow import SecureWorkflow
 from task import secagg_wire as wire
 from task.records import to_record
@@ -68,6 +69,40 @@ def test_layout_reads_the_sum_back_in_plain_units_and_counts_clipped_coordinates
     assert layout.unpack(vector).clipped_coordinates == 300
 
 
+@pytest.mark.parametrize("clients", [100, 150])
+def test_the_32_bit_ring_keeps_every_integer_total_exact_at_its_largest_cohort(clients):
+    """At the edge of the 32-bit ring (digits-sized model, q = 25 for 100, q = 24 for 150),
+    the counts and the clipped-coordinate count of the decoded sum are exact integers."""
+    model = {"w": np.zeros(44_426, np.float32)}
+    config = default_config()
+    layout = VectorLayout.for_run(model, config)
+    q, b = layout.ring(clients, "deterministic")
+    assert (q, b) == (32 - (clients - 1).bit_length(), 32)
+    assert layout.ring(1000, "deterministic") == (32, 64)
+
+    gen = np.random.default_rng(3)
+    total = np.zeros(layout.length, np.uint32)
+    want = {"num-examples": 0, "val-examples": 0, "clipped": 0}
+    for _ in range(clients):
+        n, m, clipped = (int(v) for v in gen.integers([1, 0, 0], [600, 100, 3000]))
+        update = gen.normal(0, 1e-3, layout.model_length)
+        update[:clipped] = 2 * layout.clip_range * layout.weight_scale / n  # weighted: 2 R
+        metrics = {"num-examples": n, "val-examples": m, "train-loss": 1.0, "val-loss": 1.0,
+                   "val-accuracy": 0.5, "train-seconds": 0.1}
+        vector = layout.pack(update, metrics)
+        total += quantize(vector, clip_range=layout.clip_range, quant_bits=q, modulus_bits=b)
+        want["num-examples"] += n
+        want["val-examples"] += m
+        want["clipped"] += clipped
+    totals = layout.unpack(dequantize(total, clip_range=layout.clip_range, quant_bits=q,
+                                      modulus_bits=b))
+    assert totals.metric_sums["num-examples"] == want["num-examples"]
+    assert totals.metric_sums["val-examples"] == want["val-examples"]
+    assert totals.weight_sum == want["num-examples"]
+    assert totals.clipped_coordinates == want["clipped"]
+    assert layout.integer_error_bound(clients, q, "deterministic") < 0.5
+
+
 def test_a_declined_round_adds_zeros_and_under_client_dp_its_noise_share():
     declined = synthetic_outcome(MODEL, partition=0, server_round=1)
     declined.update, declined.declined = {}, True
@@ -82,11 +117,14 @@ def test_a_declined_round_adds_zeros_and_under_client_dp_its_noise_share():
     assert not vector[layout.model_length :].any()  # weight, counts and metrics: zero
 
 
-def assert_sum_of(aggregate, outcomes) -> None:
-    """``aggregate`` holds the weighted sum of exactly ``outcomes`` (within quantisation)."""
+def assert_sum_of(aggregate, outcomes, workflow) -> None:
+    """``aggregate`` holds the weighted sum of exactly ``outcomes``, within the bound the
+    round's quantisation gives each of its contributors (and float32's rounding)."""
+    record = workflow.describe()["secure_aggregation_rounds"][-1]
+    bound = record["contributors"] * record["error_bound_per_client"]
     expected = sum(o.metrics["num-examples"] * flat_update(o) for o in outcomes)
     got = np.concatenate([v.ravel() for v in aggregate.update_sum.values()])
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, expected, rtol=2.0**-22, atol=bound)
     assert aggregate.weight_sum == sum(o.metrics["num-examples"] for o in outcomes)
 
 
@@ -113,7 +151,8 @@ def test_a_client_that_declines_stays_in_the_sum_without_changing_it():
     assert aggregate.reports[1].epsilon == pytest.approx(0.1)  # its public metrics
     record = workflow.describe()["secure_aggregation_rounds"][0]
     assert record["dropouts"] == {} and record["contributors"] == 3  # no recovery needed
-    assert_sum_of(aggregate, [grid.outcomes[(1, n)] for n in (grid.nodes[0], grid.nodes[2])])
+    assert_sum_of(aggregate, [grid.outcomes[(1, n)] for n in (grid.nodes[0], grid.nodes[2])],
+                  workflow)
 
 
 def test_layout_rejects_an_update_in_another_parameter_order():
@@ -207,7 +246,7 @@ def test_a_nan_update_is_never_sent_and_the_others_are_summed_without_it():
     assert len(aggregate.trained) == 2
     assert set(grid.contexts[grid.nodes[0]].state) == set()  # it left the round
     # Its pairwise masks were rebuilt from its neighbours' key shares: the sum of the two.
-    assert_sum_of(aggregate, [grid.outcomes[(1, n)] for n in grid.nodes[1:]])
+    assert_sum_of(aggregate, [grid.outcomes[(1, n)] for n in grid.nodes[1:]], workflow)
     assert workflow.describe()["secure_aggregation_rounds"][0]["dropouts"] == {
         "collect_masked_input": ["client-0"]
     }

@@ -121,6 +121,26 @@ def test_full_round_n10_t6_matches_float_sum_within_bound() -> None:
     np.testing.assert_allclose(result.aggregate, expected, rtol=1e-4, atol=bound)
 
 
+def test_a_32_bit_ring_sums_in_uint32_words_and_refuses_any_other_word() -> None:
+    vectors = make_updates(10, 3_000, seed=21)
+    config = SecAggConfig(threshold=6, quant_bits=28, modulus_bits=32, clip_range=1.0)
+    t = drive_round(vectors, config, rng=DeterministicRng("ring32"))
+    assert {m.masked_vector.dtype for m in t["masked"].values()} == {np.dtype(np.uint32)}
+    bound = quantization_error_bound(10, 1.0, 28)
+    assert np.max(np.abs(t["result"].aggregate - plain_sum(vectors, sorted(vectors)))) <= bound
+
+    t = drive_round(vectors, config, rng=DeterministicRng("ring32-wide"), stop_before_unmask=True)
+    server = SecAggServer(sorted(vectors), 3_000, config, run_id="test-run", round_id=1,
+                          rng=DeterministicRng("ring32-wide"))
+    server.setup()
+    server.collect_public_keys(t["public_keys"].values())
+    server.collect_encrypted_shares(t["shares"].values())
+    widened = [replace(m, masked_vector=m.masked_vector.astype(np.uint64))
+               for m in t["masked"].values()]
+    with pytest.raises(SecAggProtocolError, match="must be a uint32 array"):
+        server.collect_masked_inputs(widened)
+
+
 def test_default_threshold_for_ten_clients_is_six() -> None:
     server = SecAggServer(range(10), 4, run_id="r", round_id=0)
     assert server.degree == 9 and server.threshold == 6
@@ -345,10 +365,14 @@ def test_masked_inputs_differ_across_rounds_even_with_identical_keys() -> None:
         assert np.mean(a == b) < 0.01
 
 
-def test_expand_mask_is_uniform_below_the_modulus() -> None:
-    mask = expand_mask(bytes(range(32)), 200_000, 20)
-    assert mask.dtype == np.uint64 and mask.max() < 2**20
-    assert abs(mask.mean() / 2**20 - 0.5) < 0.005
+@pytest.mark.parametrize("bits, word", [(20, np.uint32), (32, np.uint32), (40, np.uint64),
+                                        (64, np.uint64)])
+def test_expand_mask_is_uniform_below_the_modulus_in_the_rings_word(bits, word) -> None:
+    mask = expand_mask(bytes(range(32)), 200_000, bits)
+    assert mask.dtype == word and int(mask.max()) < 2**bits
+    assert abs(float(mask.mean()) / 2**bits - 0.5) < 0.005
+    top = (mask >> word(bits - 3)).astype(np.int64)  # the three highest bits: all 8 values
+    assert np.all(np.abs(np.bincount(top, minlength=8) / mask.size - 1 / 8) < 0.005)
     with pytest.raises(SecAggConfigError):
         expand_mask(bytes(16), 10, 64)  # 128-bit keys are refused: masks use 256 bits
 

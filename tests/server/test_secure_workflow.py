@@ -28,7 +28,7 @@ from client import app as client_main
 from client import secure_aggregation
 from fedshield import cli
 from privacy.ledger import PrivacyLedger
-from privacy.secagg import MaskedInput, SecAggConfig, SecAggProtocolError
+from privacy.secagg import MaskedInput, SecAggProtocolError
 from server.federation import run_federation
 from server.secure_workflow import SecureWorkflow, protocol_config
 from simulations.run import backend_config, simulate
@@ -76,7 +76,10 @@ def test_sum_matches_the_float_sum_within_the_quantisation_bound():
     expected, weight = float_sum(grid, 1, grid.nodes)
     got = secure_update(aggregate)
     layout = VectorLayout.for_run(SMALL_MODEL, config)
-    bound = layout.error_bound(5, SecAggConfig().quant_bits, "deterministic")
+    (record,) = workflow.describe()["secure_aggregation_rounds"]
+    assert (record["quant_bits"], record["modulus_bits"]) == (29, 32)  # 32 - ceil(log2 5)
+    bound = layout.error_bound(5, 29, "deterministic")
+    assert record["error_bound_per_client"] == pytest.approx(bound / 5)
     float32_rounding = np.abs(expected) * 2.0**-23
     assert np.all(np.abs(got - expected) <= bound + float32_rounding)
     assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 1e-4
@@ -91,7 +94,6 @@ def test_sum_matches_the_float_sum_within_the_quantisation_bound():
     )
     assert [r.status for r in aggregate.reports] == ["trained"] * 5
     assert [r.epsilon for r in aggregate.reports] == [0.1] * 5
-    (record,) = workflow.describe()["secure_aggregation_rounds"]
     assert (record["cohort"], record["threshold"], record["contributors"]) == (5, 3, 5)
     assert record["dropouts"] == {} and record["aborted"] is None
 
@@ -113,7 +115,7 @@ def test_replies_carry_only_masked_vectors_keys_ciphertexts_and_public_metrics()
         assert set(content.get("metrics", {})) <= set(CLEAR_METRICS)
         if "masked_vector" in content[wire.PROTOCOL_KEY]:
             length = VectorLayout.for_run(SMALL_MODEL, default_config()).length
-            assert len(content[wire.PROTOCOL_KEY]["masked_vector"]) == 8 * length  # uint64
+            assert len(content[wire.PROTOCOL_KEY]["masked_vector"]) == 4 * length  # Z_2^32
 
 
 @pytest.mark.parametrize(
@@ -238,6 +240,18 @@ def test_a_masked_vector_travels_as_raw_words_and_a_torn_one_is_refused():
     with pytest.raises(SecAggProtocolError, match="12 bytes, not a whole number of 8-byte"):
         wire.from_records(RecordDict(records), MaskedInput)
 
+    # Z_2^32 travels in 4-byte words, and says so.
+    records = wire.to_records(MaskedInput("run", 1, 3, np.array([1, 2**32 - 1], np.uint32)))
+    assert records[wire.PROTOCOL_KEY]["masked_vector"] == b"\1\0\0\0" + b"\xff" * 4
+    back = wire.from_records(RecordDict(records), MaskedInput)
+    assert back.masked_vector.dtype == np.uint32
+    assert back.masked_vector.tolist() == [1, 2**32 - 1]
+    records[wire.PROTOCOL_KEY]["masked_vector:word-bytes"] = 2
+    with pytest.raises(SecAggProtocolError, match="word size 2"):
+        wire.from_records(RecordDict(records), MaskedInput)
+    with pytest.raises(SecAggProtocolError, match="float64 array"):
+        wire.to_records(MaskedInput("run", 1, 3, np.zeros(2)))
+
 
 def test_a_reply_without_a_status_is_a_dropout_not_a_crash():
     class Stripping(InProcessGrid):
@@ -282,7 +296,8 @@ def test_client_level_dp_weights_clients_equally_and_adds_noise_of_std_sigma_c()
 
 def test_protocol_threshold_follows_the_fraction_and_never_drops_below_a_majority():
     def threshold(n: int, fraction: float) -> tuple[int, int]:
-        params = protocol_config(default_config(**{"secagg-threshold-fraction": fraction}), n)
+        config = default_config(**{"secagg-threshold-fraction": fraction})
+        params = protocol_config(config, n, VectorLayout.for_run(SMALL_MODEL, config))
         return params.degree, params.threshold
 
     assert threshold(10, 0.5) == (9, 6)
@@ -480,8 +495,8 @@ def simulate_with(config, num_clients: int, workflow, client_app) -> dict:
 
 
 def signed(masked: np.ndarray) -> np.ndarray:
-    """A masked vector read as the server would read an element of Z_2^64."""
-    return masked.view(np.int64).astype(np.float64)
+    """A masked vector read as signed words (Z_2^32 or Z_2^64, as the ring's decoder reads them)."""
+    return masked.view(np.dtype(f"int{8 * masked.dtype.itemsize}")).astype(np.float64)
 
 
 @pytest.fixture(scope="module")
@@ -532,7 +547,9 @@ def test_simulation_server_cannot_read_any_update_but_unmasks_the_exact_sum(reco
         plain = layout.unpack(np.sum(inputs, axis=0))
         expected = np.concatenate([v.astype(np.float64).ravel() for v in plain.update_sum.values()])
         got = secure_update(aggregate)
-        bound = layout.error_bound(3, SecAggConfig().quant_bits, "deterministic")
+        record = workflow.describe()["secure_aggregation_rounds"][server_round]
+        assert (record["quant_bits"], record["modulus_bits"]) == (30, 32)  # 32 - ceil(log2 3)
+        bound = layout.error_bound(3, record["quant_bits"], "deterministic")
         assert np.all(np.abs(got - expected) <= bound + np.abs(expected) * 2.0**-22)
         assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 1e-4
         assert aggregate.weight_sum == plain.weight_sum
