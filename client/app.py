@@ -52,7 +52,8 @@ def secagg_setup(msg: Message, context: Context) -> Message:
 
 @app.train(secagg_wire.SHARE_SECRETS)
 def secagg_share_secrets(msg: Message, context: Context) -> Message:
-    """Secure aggregation, stage 2: encrypted key shares for the neighbours."""
+    """Secure aggregation, stage 2: encrypted key shares for the neighbours (the round
+    starts here for a node that published its keys in the round before)."""
     return secure_aggregation.share_secrets(msg, context)
 
 
@@ -69,7 +70,8 @@ def secagg_masked_input(msg: Message, context: Context) -> Message:
 
 @app.train(secagg_wire.UNMASK)
 def secagg_unmask(msg: Message, context: Context) -> Message:
-    """Secure aggregation, stage 4: the shares that unmask the sum."""
+    """Secure aggregation, stage 4: the shares that unmask the sum, and the public keys
+    of the node's next round."""
     return secure_aggregation.unmask(msg, context)
 
 

@@ -1,17 +1,23 @@
 """The client's side of secure aggregation (SecAgg+) as Flower Message handlers.
 
 A round is four Message rounds (Bonawitz et al., CCS 2017; Bell et al., CCS 2020; the
-messages are listed in :mod:`task.secagg_wire`):
+messages are listed in :mod:`task.secagg_wire`), three for a client that took part in the
+round before:
 
 1. ``secagg_setup`` (:func:`share_keys`): two fresh X25519 public keys for the round;
 2. ``secagg_share_secrets`` (:func:`share_secrets`): Shamir shares of the self-mask seed and
-   of the mask key go to the neighbours, encrypted end to end (AES-GCM);
+   of the mask key go to the neighbours, encrypted end to end (AES-GCM). When the message
+   carries the round's setup, the round starts here instead, with the key pairs the client
+   made and published at the end of its previous round (each pair serves one round);
 3. ``secagg_masked_input`` (:func:`mask_input`): the node trains locally (DP-SGD, its budget
    charged as in the plain round, by ``client.app``), turns the update into the input
    vector -- clipped and noised first when client-level DP is on -- and sends it
    quantised and masked, all in one handler;
 4. ``secagg_unmask`` (:func:`unmask`): shares that let the server remove the masks of the
-   sum (never both kinds for one client), after which every secret is wiped.
+   sum (never both kinds for one client), after which every secret of the round is wiped;
+   the reply also publishes the public keys of fresh key pairs for the client's next round,
+   whose private halves wait in ``context.state`` (replaced at every unmask, dropped when a
+   round starts with ``secagg_setup``).
 
 Training happens in stage 3, as in Flower's own SecAgg+ workflow, so the unmasked input
 exists only inside that handler: it is never kept in ``context.state``, which a
@@ -49,16 +55,20 @@ from privacy.secagg import (
     SecAggProtocolError,
     SetupMessage,
     UnmaskRequest,
+    fresh_private_keys,
 )
+from privacy.secagg.keys import private_key_from_bytes, public_key_bytes
 from task.config import RunConfig
 from task.records import from_record
-from task.secagg_wire import RECIPIENT_KEY, from_records, to_records
+from task.secagg_wire import NEXT_KEYS_KEY, RECIPIENT_KEY, SETUP_KEY, from_records, to_records
 from task.secure_vector import VectorLayout
 
 __all__ = ["secure_input", "share_keys", "share_secrets", "mask_input", "unmask", "leave"]
 
 # Private keys and shares: they never leave the node.
 STATE_KEY = "secagg-client"
+# The private keys of the pairs published for the next round: they never leave the node.
+NEXT_KEYS_STATE_KEY = "secagg-next-keys"
 
 
 def secure_input(
@@ -91,19 +101,35 @@ def share_keys(msg: Message, context: Context) -> Message:
     """Stage ``secagg_setup``: a fresh round on this node, its public keys published."""
     client_id = node_client_id(context.node_config)
     leave(context)
+    context.state.pop(NEXT_KEYS_STATE_KEY, None)  # the server did not take them up
     try:
-        setup = from_records(msg.content, SetupMessage)
-        client = SecAggClient(int(msg.content[RECIPIENT_KEY]["client-id"]))
-        keys = client.share_keys(setup)
+        client = SecAggClient(_recipient(msg))
+        keys = client.share_keys(from_records(msg.content, SetupMessage))
     except (SecAggError, ValueError) as error:
         return status_reply(msg, client_id, "failed", str(error))
     return _reply(msg, context, client_id, client, keys)
 
 
 def share_secrets(msg: Message, context: Context) -> Message:
-    """Stage ``secagg_share_secrets``: encrypted Shamir shares for the neighbours."""
+    """Stage ``secagg_share_secrets``: encrypted Shamir shares for the neighbours; first, if
+    the message carries the round's setup, the round starts with the published keys."""
+    started = None
+    if SETUP_KEY in msg.content:
+        leave(context)
+        published = context.state.pop(NEXT_KEYS_STATE_KEY, None)  # each pair: one round
+        try:
+            if published is None:
+                raise SecAggProtocolError("the round starts with published keys, and this "
+                                          "node has none")
+            started = SecAggClient(_recipient(msg))
+            started.share_keys(from_records(msg.content, SetupMessage, key=SETUP_KEY),
+                               private_keys=(bytes(published["share-private-key"]),
+                                             bytes(published["mask-private-key"])))
+        except (SecAggError, ValueError) as error:
+            return status_reply(msg, node_client_id(context.node_config), "failed", str(error))
     return _advance(
-        msg, context, lambda client: client.share_secrets(from_records(msg.content, NeighbourKeys))
+        msg, context, lambda client: client.share_secrets(from_records(msg.content, NeighbourKeys)),
+        client=started,
     )
 
 
@@ -135,11 +161,21 @@ def mask_input(
 
 
 def unmask(msg: Message, context: Context) -> Message:
-    """Stage ``secagg_unmask``: the requested shares; then every secret of the round is wiped."""
+    """Stage ``secagg_unmask``: the requested shares; then every secret of the round is
+    wiped, and the public keys of fresh pairs for the next round go with the reply."""
     reply = _advance(
         msg, context, lambda client: client.unmask(from_records(msg.content, UnmaskRequest))
     )
     leave(context)
+    context.state.pop(NEXT_KEYS_STATE_KEY, None)
+    if reply.content["status"]["status"] == "ok":
+        share_key, mask_key = fresh_private_keys()
+        context.state[NEXT_KEYS_STATE_KEY] = ConfigRecord(
+            {"share-private-key": share_key, "mask-private-key": mask_key})
+        reply.content[NEXT_KEYS_KEY] = ConfigRecord({
+            "share-public-key": public_key_bytes(private_key_from_bytes(share_key)),
+            "mask-public-key": public_key_bytes(private_key_from_bytes(mask_key)),
+        })
     return reply
 
 
@@ -149,19 +185,29 @@ def leave(context: Context) -> None:
         del context.state[STATE_KEY]
 
 
+def _recipient(msg: Message) -> int:
+    """This node's protocol id in the round ``msg`` sets up."""
+    if RECIPIENT_KEY not in msg.content:
+        raise SecAggProtocolError(f"the message has no '{RECIPIENT_KEY}' record")
+    return int(msg.content[RECIPIENT_KEY]["client-id"])
+
+
 def _advance(
     msg: Message,
     context: Context,
     step: Callable[[SecAggClient], Any],
     status: str = "ok",
     outcome: LocalRoundOutcome | None = None,
+    client: SecAggClient | None = None,
 ) -> Message:
-    """Restore the protocol state, run one stage, save the state; leave the round on error."""
+    """Restore the protocol state (unless ``client`` holds it), run one stage, save the
+    state; leave the round on error."""
     client_id = node_client_id(context.node_config)
     try:
-        if STATE_KEY not in context.state:
-            raise SecAggProtocolError("no secure aggregation round in progress on this node")
-        client = SecAggClient.from_state_dict(dict(context.state[STATE_KEY]))
+        if client is None:
+            if STATE_KEY not in context.state:
+                raise SecAggProtocolError("no secure aggregation round in progress on this node")
+            client = SecAggClient.from_state_dict(dict(context.state[STATE_KEY]))
         reply = step(client)
     except (SecAggError, ValueError) as error:
         leave(context)

@@ -3,7 +3,7 @@
 Flower's ``Grid.send_and_receive`` pulls the replies at a fixed pace: every 0.1 s in
 simulation and every 3 s against a SuperLink. The last reply of a round therefore waits
 0.05 s or 1.5 s on average before the server sees it, once per Message round, and a round
-of secure aggregation has four Message rounds. Here the next pull follows after
+of secure aggregation has up to four Message rounds. Here the next pull follows after
 ``FIRST_PULL_INTERVAL`` and the interval grows by ``BACKOFF`` while nothing arrives (up
 to ``MAX_PULL_INTERVAL``), starting small again whenever replies come in. A transport
 that knows when a reply has landed sets :data:`REPLY_LANDED` (the simulation engine does:

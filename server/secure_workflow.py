@@ -1,15 +1,16 @@
 """Secure aggregation (SecAgg+) on Flower's Message API: the server learns only the sum.
 
 :class:`SecureWorkflow` has the interface of :class:`server.workflow.PlainWorkflow`, but a
-round is four Message rounds driving the protocol core in :mod:`privacy.secagg`
-(Bonawitz et al., CCS 2017; Bell et al., CCS 2020; the messages are in
-:mod:`task.secagg_wire`)::
+round is four Message rounds (three for clients that published keys in the round before,
+below) driving the protocol core in :mod:`privacy.secagg` (Bonawitz et al., CCS 2017; Bell
+et al., CCS 2020; the messages are in :mod:`task.secagg_wire`)::
 
     secagg_setup          public round parameters          ->  public keys
     secagg_share_secrets  neighbours' public keys          ->  encrypted Shamir shares
     secagg_masked_input   model, config, the client's      ->  status, epsilon, masked
                           shares                               input y_u
-    secagg_unmask         who survived, who dropped        ->  seed / key shares
+    secagg_unmask         who survived, who dropped        ->  seed / key shares, next
+                                                               round's public keys
 
 Each client trains on receiving ``secagg_masked_input`` and masks its input in the same
 handler, as Flower's SecAgg+ workflow does, so no unmasked input waits between stages. The
@@ -28,6 +29,14 @@ masked-input stage.
 Nothing is trained or charged before the model goes out, so running them early changes
 no privacy accounting, and a round whose key exchange failed ahead is aborted exactly as
 if it had failed in place.
+
+Keys published ahead. A client's unmask reply carries the public keys of fresh key pairs
+for its next round. Clients of the next cohort that published keys in the round just
+ended skip ``secagg_setup``: their ``secagg_share_secrets`` message carries the round's
+setup, and the server uses the published keys as their stage-1 reply. With a cohort that
+stays the same, a round's key exchange is one Message round instead of two. Keys are
+taken from the last round only, and each pair serves one round: the client drops it when
+it starts a round with it (or with a setup), the server when it hands it to a round.
 
 Dropouts. A node that does not answer a stage, answers with an error, or reports a
 failure (a protocol error, a local round that could not run) has dropped out at that
@@ -72,6 +81,7 @@ from privacy.secagg import (
     default_threshold,
     resolve_round_parameters,
 )
+from privacy.secagg.keys import KEY_BYTES
 from server.messaging import send_and_receive
 from server.workflow import ClientReport, RoundAggregate, node_config, parse_report, unnamed_client
 from task import secagg_wire as wire
@@ -126,6 +136,8 @@ class SecureRound:
     seconds: dict[str, float] = field(default_factory=dict)
     # The key-exchange stages ran ahead, during the previous round's server work.
     key_exchange_ahead: bool = False
+    # Clients that started the round with the keys they published in the round before.
+    keys_published_ahead: int = 0
 
 
 class _Round:
@@ -137,6 +149,8 @@ class _Round:
         self.names: dict[int, str] = {}
         self.reports: dict[int, ClientReport] = {}
         self.left: dict[int, tuple[str, str]] = {}
+        # The public keys each node published in its unmask reply, for its next round.
+        self.published: dict[int, tuple[bytes, bytes]] = {}
         self.record = record
 
     def name(self, node: int) -> str:
@@ -199,6 +213,8 @@ class SecureWorkflow:
         self.rounds: list[SecureRound] = []
         # (round, its sorted cohort, its key exchange) started by prepare_round
         self._ahead: tuple[int, list[int], Future[_OpenRound]] | None = None
+        # The public keys published in the last round's unmask replies, by node.
+        self._published: dict[int, tuple[bytes, bytes]] = {}
 
     def describe(self) -> dict:
         """``secure_aggregation``, its parameters and what happened in every round."""
@@ -243,8 +259,9 @@ class SecureWorkflow:
         nodes continues from it. ``arrays``: any model of the run's shapes."""
         if self._ahead is not None:  # one exchange at a time on the Grid
             self._ahead[2].result()
+        published, self._published = self._published, {}
         self._ahead = (server_round, sorted(node_ids), in_background(
-            lambda: self._open(grid, node_ids, arrays, server_round, timeout),
+            lambda: self._open(grid, node_ids, arrays, server_round, timeout, published),
             f"secagg-key-exchange-{server_round}",
         ))
 
@@ -262,7 +279,8 @@ class SecureWorkflow:
         (``per_node[node]`` is added to that node's training config)."""
         opened = self._take_ahead(server_round, node_ids)
         if opened is None:
-            opened = self._open(grid, node_ids, arrays, server_round, timeout)
+            published, self._published = self._published, {}
+            opened = self._open(grid, node_ids, arrays, server_round, timeout, published)
         state, record = opened.state, opened.state.record
         self.rounds.append(record)
         try:
@@ -271,8 +289,10 @@ class SecureWorkflow:
             result = self._finish(grid, opened, arrays, config, timeout, per_node)
         except SecAggError as error:
             record.aborted = str(error)
+            self._published = state.published
             return RoundAggregate({}, 0.0, {}, state.final_reports(set(), record.aborted),
                                   aborted=record.aborted)
+        self._published = state.published
         totals = opened.layout.unpack(result.aggregate)
         record.contributors = result.num_contributors
         record.clipped_coordinates = totals.clipped_coordinates
@@ -311,8 +331,10 @@ class SecureWorkflow:
         arrays: ArrayRecord,
         server_round: int,
         timeout: float | None,
+        published: Mapping[int, tuple[bytes, bytes]],
     ) -> _OpenRound:
-        """A new round over ``node_ids`` through its key exchange."""
+        """A new round over ``node_ids`` through its key exchange (``published``: public
+        keys nodes published for it in the round before)."""
         layout = VectorLayout.for_run(from_record(arrays), self._config)
         params = protocol_config(self._config, len(node_ids), layout)
         server = SecAggServer(
@@ -329,25 +351,40 @@ class SecureWorkflow:
         )
         opened = _OpenRound(layout, server, _Round(node_ids, record))
         try:
-            opened.forwarded = self._exchange_keys(grid, server, opened.state, timeout)
+            opened.forwarded = self._exchange_keys(grid, server, opened.state, timeout, published)
         except SecAggError as error:
             opened.error = error
         return opened
 
     def _exchange_keys(
-        self, grid: Grid, server: SecAggServer, state: _Round, timeout: float | None
+        self,
+        grid: Grid,
+        server: SecAggServer,
+        state: _Round,
+        timeout: float | None,
+        published: Mapping[int, tuple[bytes, bytes]],
     ) -> dict[int, Any]:
-        """Setup and share secrets: the encrypted shares to forward to each client."""
-        setup = wire.to_records(server.setup())
-        recipients = {node: state.index[node] for node in state.cohort}
-        keys = self._stage(grid, wire.SETUP, {i: None for i in recipients.values()},
-                           PublicKeys, "client_id", state, timeout, extra=lambda node: {
-                               **setup,
-                               wire.RECIPIENT_KEY: ConfigRecord({"client-id": recipients[node]}),
-                           })
+        """Setup (for the nodes that published no keys) and share secrets: the encrypted
+        shares to forward to each client."""
+        setup = server.setup()
+        recipient = {node: ConfigRecord({"client-id": state.index[node]})
+                     for node in state.cohort}
+        keyed = [node for node in state.cohort if node in published]
+        state.record.keys_published_ahead = len(keyed)
+        keys = [PublicKeys(setup.run_id, setup.round_id, state.index[node], *published[node])
+                for node in keyed]
+        fresh = {state.index[node]: None for node in state.cohort if node not in published}
+        if fresh:
+            setup_records = wire.to_records(setup)
+            keys += self._stage(grid, wire.SETUP, fresh, PublicKeys, "client_id", state,
+                                timeout, extra=lambda node: {
+                                    **setup_records, wire.RECIPIENT_KEY: recipient[node]})
         neighbour_keys = server.collect_public_keys(keys)
+        starts_here = wire.to_records(setup, key=wire.SETUP_KEY)
         shares = self._stage(grid, wire.SHARE_SECRETS, neighbour_keys, EncryptedShares,
-                             "sender", state, timeout)
+                             "sender", state, timeout, extra=lambda node: {
+                                 **starts_here, wire.RECIPIENT_KEY: recipient[node]
+                             } if node in published else {})
         return server.collect_encrypted_shares(shares)
 
     def _finish(
@@ -410,7 +447,22 @@ class SecureWorkflow:
             message = self._parse(reply, cls, sender_field, state, node, action)
             if message is not None:
                 received.append(message)
+                if action == wire.UNMASK:
+                    self._keep_published_keys(reply, state, node)
         return received
+
+    @staticmethod
+    def _keep_published_keys(reply: Message, state: _Round, node: int) -> None:
+        """Keep the next-round public keys in an unmask ``reply``, if well formed."""
+        record = reply.content.get(wire.NEXT_KEYS_KEY)
+        if record is None:
+            return
+        keys = (record.get("share-public-key"), record.get("mask-public-key"))
+        if all(isinstance(k, bytes) and len(k) == KEY_BYTES for k in keys) and keys[0] != keys[1]:
+            state.published[node] = keys  # type: ignore[assignment]
+        else:
+            log.warning("round %d: %s published malformed keys for its next round; it will "
+                        "get a setup message", state.record.server_round, state.name(node))
 
     @staticmethod
     def _parse(

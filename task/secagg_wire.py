@@ -13,10 +13,17 @@ server's one thread for every client of the cohort.
 action                 server -> client                 client -> server
 =====================  ==============================  ===============================
 secagg_setup           SetupMessage                     PublicKeys
-secagg_share_secrets   NeighbourKeys                    EncryptedShares
+secagg_share_secrets   NeighbourKeys (and SetupMessage  EncryptedShares
+                       if the client published keys)
 secagg_masked_input    model, config, ForwardedShares   status, public metrics, MaskedInput
-secagg_unmask          UnmaskRequest                    UnmaskResponse
+secagg_unmask          UnmaskRequest                    UnmaskResponse, next public keys
 =====================  ==============================  ===============================
+
+Keys published ahead. With its unmask response a client publishes the two public keys of
+fresh key pairs for the next round it takes part in (``"secagg-next-keys"``). If it is in
+the next round's cohort, the server skips its ``secagg_setup`` and sends the round's
+``SetupMessage`` with ``secagg_share_secrets`` instead (``"secagg-setup"``); the client
+starts the round there with the keys it published, each pair used for one round only.
 
 The protocol's client ids are small integers (the client's position in the sorted cohort,
 sent in ``"secagg-recipient"``), because Flower node ids are unsigned 64-bit and
@@ -42,6 +49,8 @@ __all__ = [
     "STAGE_OF_ACTION",
     "PROTOCOL_KEY",
     "RECIPIENT_KEY",
+    "SETUP_KEY",
+    "NEXT_KEYS_KEY",
     "message_type",
     "to_records",
     "from_records",
@@ -62,6 +71,10 @@ STAGE_OF_ACTION = {
 
 PROTOCOL_KEY = "secagg"
 RECIPIENT_KEY = "secagg-recipient"
+# The round's SetupMessage, with secagg_share_secrets to a client that published its keys.
+SETUP_KEY = "secagg-setup"
+# The public keys a client publishes for its next round: "share-public-key", "mask-public-key".
+NEXT_KEYS_KEY = "secagg-next-keys"
 
 _M = TypeVar("_M")
 #: The words an array field may travel in (elements of Z_2^b), by their size in bytes.
@@ -74,8 +87,8 @@ def message_type(action: str) -> str:
     return f"{MessageType.TRAIN}.{action}"
 
 
-def to_records(message: Any) -> dict[str, ConfigRecord]:
-    """A stage message (anything with ``to_dict()``) as Flower records."""
+def to_records(message: Any, key: str = PROTOCOL_KEY) -> dict[str, ConfigRecord]:
+    """A stage message (anything with ``to_dict()``) as the Flower record ``key``."""
     fields: dict[str, Any] = {}
     for k, v in message.to_dict().items():
         if isinstance(v, np.ndarray):
@@ -89,18 +102,18 @@ def to_records(message: Any) -> dict[str, ConfigRecord]:
             fields[k + _WORD_BYTES] = word.itemsize
         else:
             fields[k] = v
-    return {PROTOCOL_KEY: ConfigRecord(fields)}
+    return {key: ConfigRecord(fields)}
 
 
-def from_records(content: RecordDict, cls: type[_M]) -> _M:
-    """Rebuild a stage message of class ``cls`` from ``content``.
+def from_records(content: RecordDict, cls: type[_M], key: str = PROTOCOL_KEY) -> _M:
+    """Rebuild a stage message of class ``cls`` from the record ``key`` of ``content``.
 
     Raises:
-        SecAggProtocolError: the records are missing or do not form a valid ``cls``.
+        SecAggProtocolError: the record is missing or does not form a valid ``cls``.
     """
-    if PROTOCOL_KEY not in content:
-        raise SecAggProtocolError(f"{cls.__name__}: the message has no '{PROTOCOL_KEY}' record")
-    fields: dict[str, Any] = dict(content[PROTOCOL_KEY])
+    if key not in content:
+        raise SecAggProtocolError(f"{cls.__name__}: the message has no '{key}' record")
+    fields: dict[str, Any] = dict(content[key])
     for name in _array_fields(cls):
         raw, word_bytes = fields.get(name), fields.pop(name + _WORD_BYTES, None)
         if isinstance(raw, bytes):

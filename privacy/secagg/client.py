@@ -43,8 +43,6 @@ from privacy.secagg.graph import build_neighbour_graph
 from privacy.secagg.keys import (
     KEY_BYTES,
     Rng,
-    generate_key_pair,
-    private_key_bytes,
     private_key_from_bytes,
     public_key_bytes,
     random_bytes,
@@ -70,7 +68,7 @@ from privacy.secagg.messages import (
 from privacy.secagg.quantize import quantize, validate_quantization
 from privacy.secagg.shamir import decode_share, encode_share, share_x, split_secret
 
-__all__ = ["SecAggClient", "validate_setup"]
+__all__ = ["SecAggClient", "validate_setup", "fresh_private_keys"]
 
 _NEW = "new"
 _KEYS_SHARED = "keys_shared"
@@ -97,6 +95,12 @@ def validate_setup(setup: SetupMessage) -> None:
         num_clients=len(ids),
     )
     validate_threshold(setup.threshold, setup.degree + 1)
+
+
+def fresh_private_keys(rng: Rng = os.urandom) -> tuple[bytes, bytes]:
+    """The raw private keys ``(c_u^SK, s_u^SK)`` of two fresh X25519 key pairs: 32 bytes
+    from ``rng`` each (X25519 clamps the scalar itself, RFC 7748 section 5)."""
+    return random_bytes(rng, KEY_BYTES), random_bytes(rng, KEY_BYTES)
 
 
 class SecAggClient:
@@ -177,8 +181,14 @@ class SecAggClient:
         self._inbound_keys = {}
 
     # ------------------------------------------------------------------ stages
-    def share_keys(self, setup: SetupMessage) -> PublicKeys:
-        """Stage ``share_keys``: validate the setup, make fresh key pairs, publish them."""
+    def share_keys(
+        self, setup: SetupMessage, private_keys: tuple[bytes, bytes] | None = None
+    ) -> PublicKeys:
+        """Stage ``share_keys``: validate the setup, make fresh key pairs, publish them.
+
+        ``private_keys``: the raw private keys ``(c_u^SK, s_u^SK)`` of pairs made for this
+        round beforehand (see :func:`fresh_private_keys`) and never used, instead of new ones.
+        """
         self._expect(_NEW, Stage.SHARE_KEYS)
         validate_setup(setup)
         if self.client_id not in setup.client_ids:
@@ -192,8 +202,10 @@ class SecAggClient:
         )
         self._setup = setup
         self._neighbours = graph[self.client_id]
-        share_key, mask_key = generate_key_pair(self._rng), generate_key_pair(self._rng)
-        self._share_key, self._mask_key = private_key_bytes(share_key), private_key_bytes(mask_key)
+        if private_keys is None:
+            private_keys = fresh_private_keys(self._rng)
+        share_key, mask_key = (private_key_from_bytes(k) for k in private_keys)
+        self._share_key, self._mask_key = private_keys
         self._own_public_keys = (public_key_bytes(share_key), public_key_bytes(mask_key))
         self._state = _KEYS_SHARED
         return PublicKeys(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from client import secure_aggregation
-from client.secure_aggregation import STATE_KEY, secure_input
+from client.secure_aggregation import NEXT_KEYS_STATE_KEY, STATE_KEY, secure_input
 from privacy.secagg import dequantize, quantize
 from server.secure_workflow import SecureWorkflow
 from task import secagg_wire as wire
@@ -172,43 +172,64 @@ def _bytes_in(content: RecordDict) -> set[bytes]:
 
 
 def test_the_input_never_waits_in_the_state_and_every_secret_is_then_wiped(monkeypatch):
-    state_keys: dict[str, set[str]] = {}
+    state_keys: dict[tuple[int, str], set[str]] = {}
     sent: set[bytes] = set()
-    private: set[bytes] = set()
+    private: dict[int, set[bytes]] = {1: set(), 2: set()}
     channel_keys: set[bytes] = set()
+    published: dict[int, ConfigRecord] = {}  # node -> next-round private keys, as kept
 
     class Watching(InProcessGrid):
         def push_messages(self, messages):
             messages = list(messages)
             action = messages[0].metadata.message_type.split(".", 1)[1]
+            server_round = int(messages[0].metadata.group_id)
             answered = super().push_messages(messages)  # delivered and answered at once
-            state_keys[action] = set(self.contexts[self.nodes[0]].state)
+            state_keys[server_round, action] = set(self.contexts[self.nodes[0]].state)
             for message_id in answered:
                 sent.update(_bytes_in(self._replies[message_id].content))
+            if action == wire.UNMASK and server_round == 1:
+                for node in self.nodes:
+                    published[node] = self.contexts[node].state[NEXT_KEYS_STATE_KEY]
             return answered
 
     state_dict = secure_aggregation.SecAggClient.state_dict
 
     def remembering(self):
         state = state_dict(self)
-        private.update(v for k, v in state.items() if k.endswith("private_key") and v)
+        server_round = int(state.get("setup.round_id", 0))
+        if server_round:
+            private[server_round].update(
+                v for k, v in state.items() if k.endswith("private_key") and v)
         channel_keys.update(state["inbound_keys"])
         return state
 
     monkeypatch.setattr(secure_aggregation.SecAggClient, "state_dict", remembering)
-    grid = Watching(3)
-    SecureWorkflow(default_config()).run_round(
-        grid, grid.nodes, to_record(MODEL), {**default_config().to_flower(), "server-round": 1}, 1
-    )
+    grid, config = Watching(3), default_config()
+    workflow = SecureWorkflow(config)
+    for server_round in (1, 2):
+        aggregate = workflow.run_round(grid, grid.nodes, to_record(MODEL),
+                                       {**config.to_flower(), "server-round": server_round},
+                                       server_round)
+        assert len(aggregate.trained) == 3
 
     # The plain input never waits in the state: it is made and masked in one handler.
-    assert state_keys[wire.SETUP] == {STATE_KEY}
-    assert state_keys[wire.SHARE_SECRETS] == {STATE_KEY}
-    assert state_keys[wire.MASKED_INPUT] == {STATE_KEY}
-    assert state_keys[wire.UNMASK] == set()
-    assert len(private) == 6  # two fresh X25519 key pairs per client...
-    assert not private & sent  # ...whose private halves never left their nodes
-    assert len(channel_keys) == 6 and not channel_keys & sent  # nor did the share keys
+    assert state_keys[1, wire.SETUP] == {STATE_KEY}
+    assert state_keys[1, wire.SHARE_SECRETS] == {STATE_KEY}
+    assert state_keys[1, wire.MASKED_INPUT] == {STATE_KEY}
+    # After unmask only the next round's key pairs are left: round 2 starts with them at
+    # share_secrets (no setup message) and they are gone from the state once used.
+    assert state_keys[1, wire.UNMASK] == {NEXT_KEYS_STATE_KEY}
+    assert (2, wire.SETUP) not in state_keys
+    assert state_keys[2, wire.SHARE_SECRETS] == {STATE_KEY}
+    assert state_keys[2, wire.UNMASK] == {NEXT_KEYS_STATE_KEY}
+    next_private = {bytes(v) for keys in published.values() for v in keys.values()}
+    assert private[2] == next_private  # round 2 used exactly the keys kept for it...
+    assert len(private[1]) == len(private[2]) == 6  # ...two fresh pairs per client a round
+    assert not private[1] & private[2]
+    assert not (private[1] | private[2]) & sent  # private halves never left their nodes
+    assert len(channel_keys) == 12 and not channel_keys & sent  # nor did the share keys
+    rounds = workflow.describe()["secure_aggregation_rounds"]
+    assert [r["keys_published_ahead"] for r in rounds] == [0, 3]
 
 
 def test_a_stage_without_a_round_in_progress_fails_with_a_clear_reason():

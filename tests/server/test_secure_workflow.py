@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 from client import app as client_main
 from client import secure_aggregation
+from client.secure_aggregation import NEXT_KEYS_STATE_KEY
 from fedshield import cli
 from privacy.ledger import PrivacyLedger
 from privacy.secagg import MaskedInput, SecAggProtocolError
@@ -111,7 +112,7 @@ def test_replies_carry_only_masked_vectors_keys_ciphertexts_and_public_metrics()
     secure_round(grid, default_config())
     assert len(received) == 4 * 4  # four stages, four clients
     for content in received:
-        assert set(content) <= {"status", "metrics", wire.PROTOCOL_KEY}
+        assert set(content) <= {"status", "metrics", wire.PROTOCOL_KEY, wire.NEXT_KEYS_KEY}
         assert set(content.get("metrics", {})) <= set(CLEAR_METRICS)
         if "masked_vector" in content[wire.PROTOCOL_KEY]:
             length = VectorLayout.for_run(SMALL_MODEL, default_config()).length
@@ -162,30 +163,53 @@ def test_a_key_exchange_run_ahead_is_continued_and_a_stale_one_is_redone():
     class Logging(InProcessGrid):
         def push_messages(self, messages):
             messages = list(messages)
-            sent.append(messages[0].metadata.message_type.split(".", 1)[1])
+            action = messages[0].metadata.message_type.split(".", 1)[1]
+            sent.append(action)
+            if action == wire.SETUP:
+                setup_recipients.extend(m.metadata.dst_node_id for m in messages)
             return super().push_messages(messages)
 
     sent: list[str] = []
-    grid, config = Logging(5), default_config()
+    setup_recipients: list[int] = []
+    grid, config = Logging(6), default_config()
+    five, newcomer = grid.nodes[:5], grid.nodes[5]
     workflow = SecureWorkflow(config)
     round_config = {**config.to_flower(), "server-round": 1}
 
-    workflow.prepare_round(grid, grid.nodes, to_record(SMALL_MODEL), 1)
-    aggregate = workflow.run_round(grid, grid.nodes, to_record(SMALL_MODEL), round_config, 1)
+    workflow.prepare_round(grid, five, to_record(SMALL_MODEL), 1)
+    aggregate = workflow.run_round(grid, five, to_record(SMALL_MODEL), round_config, 1)
     assert sent == [wire.SETUP, wire.SHARE_SECRETS, wire.MASKED_INPUT, wire.UNMASK]
-    expected, weight = float_sum(grid, 1, grid.nodes)
+    expected, weight = float_sum(grid, 1, five)
     assert aggregate.weight_sum == weight
     assert np.linalg.norm(secure_update(aggregate) - expected) / np.linalg.norm(expected) < 1e-4
 
-    # Prepared for other nodes than the round runs on: the keys are exchanged again.
+    # Prepared for other nodes than the round runs on: the keys are exchanged again. The
+    # four prepared for started with the keys they published in round 1, so the exchange
+    # ahead had no setup; the one redone needs a setup for all, the published keys spent.
     sent.clear()
-    workflow.prepare_round(grid, grid.nodes[:4], to_record(SMALL_MODEL), 2)
-    aggregate = workflow.run_round(grid, grid.nodes, to_record(SMALL_MODEL),
+    workflow.prepare_round(grid, five[:4], to_record(SMALL_MODEL), 2)
+    aggregate = workflow.run_round(grid, five, to_record(SMALL_MODEL),
                                    {**round_config, "server-round": 2}, 2)
-    assert sent == [wire.SETUP, wire.SHARE_SECRETS] * 2 + [wire.MASKED_INPUT, wire.UNMASK]
+    assert sent == [wire.SHARE_SECRETS, wire.SETUP, wire.SHARE_SECRETS, wire.MASKED_INPUT,
+                    wire.UNMASK]
     assert len(aggregate.trained) == 5 and not aggregate.aborted
     first, second = workflow.describe()["secure_aggregation_rounds"]
     assert (first["key_exchange_ahead"], second["key_exchange_ahead"]) == (True, False)
+    assert (first["keys_published_ahead"], second["keys_published_ahead"]) == (0, 0)
+
+    # Round 3 over a cohort that overlaps round 2's: only the newcomer gets a setup.
+    sent.clear()
+    setup_recipients.clear()
+    cohort = [*five[1:], newcomer]
+    workflow.prepare_round(grid, cohort, to_record(SMALL_MODEL), 3)
+    aggregate = workflow.run_round(grid, cohort, to_record(SMALL_MODEL),
+                                   {**round_config, "server-round": 3}, 3)
+    assert sent == [wire.SETUP, wire.SHARE_SECRETS, wire.MASKED_INPUT, wire.UNMASK]
+    assert setup_recipients == [newcomer]
+    expected, weight = float_sum(grid, 3, cohort)
+    assert aggregate.weight_sum == weight and len(aggregate.trained) == 5
+    assert np.linalg.norm(secure_update(aggregate) - expected) / np.linalg.norm(expected) < 1e-4
+    assert workflow.describe()["secure_aggregation_rounds"][2]["keys_published_ahead"] == 4
 
 
 def test_a_tampered_share_makes_its_recipient_leave_naming_the_sender():
@@ -268,11 +292,50 @@ def test_a_reply_without_a_status_is_a_dropout_not_a_crash():
     assert len(aggregate.trained) == 3
 
 
-def test_every_secret_is_wiped_from_the_nodes_after_the_round():
+def test_a_node_without_its_published_keys_drops_and_malformed_keys_get_a_setup():
+    class Garbling(InProcessGrid):
+        def pull_messages(self, message_ids):
+            replies = super().pull_messages(message_ids)
+            for reply in replies:  # one node publishes a repeated key
+                if (reply.metadata.src_node_id == self.nodes[1]
+                        and wire.NEXT_KEYS_KEY in reply.content):
+                    keys = reply.content[wire.NEXT_KEYS_KEY]
+                    keys["mask-public-key"] = keys["share-public-key"]
+            return replies
+
+        def push_messages(self, messages):
+            messages = list(messages)
+            if messages[0].metadata.message_type.endswith(wire.SETUP):
+                setup_recipients.extend(m.metadata.dst_node_id for m in messages)
+            return super().push_messages(messages)
+
+    setup_recipients: list[int] = []
+    grid, config = Garbling(5), default_config()
+    workflow = SecureWorkflow(config)
+    for server_round in (1, 2):
+        if server_round == 2:  # node 0 lost the private keys it published
+            del grid.contexts[grid.nodes[0]].state[NEXT_KEYS_STATE_KEY]
+            setup_recipients.clear()
+        aggregate = workflow.run_round(grid, grid.nodes, to_record(SMALL_MODEL),
+                                       {**config.to_flower(), "server-round": server_round},
+                                       server_round)
+    assert setup_recipients == [grid.nodes[1]]
+    (report,) = [r for r in aggregate.reports if r.node_id == grid.nodes[0]]
+    assert report.status == "dropped"
+    assert "published keys, and this node has none" in report.reason
+    expected, weight = float_sum(grid, 2, grid.nodes[1:])
+    assert aggregate.weight_sum == weight and len(aggregate.trained) == 4
+    assert np.linalg.norm(secure_update(aggregate) - expected) / np.linalg.norm(expected) < 1e-4
+    record = workflow.describe()["secure_aggregation_rounds"][1]
+    assert record["keys_published_ahead"] == 4
+    assert record["dropouts"] == {"share_secrets": ["client-0"]}
+
+
+def test_every_secret_of_the_round_is_wiped_from_the_nodes_after_it():
     grid = InProcessGrid(3)
     secure_round(grid, default_config())
-    for context in grid.contexts.values():
-        assert set(context.state) == set()
+    for context in grid.contexts.values():  # only the key pairs kept for the next round
+        assert set(context.state) == {NEXT_KEYS_STATE_KEY}
 
 
 def test_client_level_dp_weights_clients_equally_and_adds_noise_of_std_sigma_c():
@@ -517,12 +580,14 @@ def test_simulation_server_cannot_read_any_update_but_unmasks_the_exact_sum(reco
     masked: dict[str, list[np.ndarray]] = {}
     true: dict[str, list[np.ndarray]] = {}
     stage_replies = [r for round_replies in workflow.replies for r in round_replies]
-    assert len(stage_replies) == 2 * 4 * 3  # rounds x stages x clients: every reply
+    # Every reply: four stages in round 1, three in round 2 (no setup: the clients
+    # published their keys in round 1), three clients.
+    assert len(stage_replies) == (4 + 3) * 3
     for reply in stage_replies:
         content = reply.content
         assert "update" not in content
         assert set(content) <= {"status", "metrics", "ledger", wire.PROTOCOL_KEY,
-                                TRUE_INPUT_KEY}
+                                wire.NEXT_KEYS_KEY, TRUE_INPUT_KEY}
         assert set(content.get("metrics", {})) <= set(CLEAR_METRICS)
         if TRUE_INPUT_KEY in content:
             client = str(content["status"]["client-id"])
