@@ -87,7 +87,7 @@ EXTRA_COORDINATES = (
 )
 # Totals that are sums of integers, hence rounded after decoding.
 COUNT_COORDINATES = ("weight", "num-examples", "val-examples")
-# The fewest quantisation bits the 32-bit ring may leave (R / 2^23: 1e-6 of R per client).
+# The fewest quantisation bits the 32-bit ring may leave (a client off by R / (2^24 - 2) at most).
 MIN_RING32_QUANT_BITS = 24
 # The ring and quantisation of larger cohorts.
 RING64_BITS, RING64_QUANT_BITS = 64, 32

@@ -49,9 +49,9 @@ from privacy.secagg.keys import (
 )
 from privacy.secagg.masking import (
     expand_mask,
-    reduce_in_place,
     pairwise_mask_key,
     pairwise_mask_sign,
+    reduce_in_place,
     self_mask_key,
 )
 from privacy.secagg.messages import (
