@@ -117,7 +117,7 @@ def from_records(content: RecordDict, cls: type[_M], key: str = PROTOCOL_KEY) ->
     for name in _array_fields(cls):
         raw, word_bytes = fields.get(name), fields.pop(name + _WORD_BYTES, None)
         if isinstance(raw, bytes):
-            word = _WIRE_WORDS.get(word_bytes)  # type: ignore[arg-type]
+            word = _WIRE_WORDS.get(word_bytes) if isinstance(word_bytes, int) else None
             if word is None:
                 raise SecAggProtocolError(
                     f"{cls.__name__}: field '{name}' comes with word size {word_bytes!r}, "

@@ -9,6 +9,7 @@ them, compare accuracy with plain aggregation, and drop clients midway.
 from __future__ import annotations
 
 import json
+import re
 import logging
 import sys
 from pathlib import Path
@@ -270,9 +271,13 @@ def test_a_masked_vector_travels_as_raw_words_and_a_torn_one_is_refused():
     back = wire.from_records(RecordDict(records), MaskedInput)
     assert back.masked_vector.dtype == np.uint32
     assert back.masked_vector.tolist() == [1, 2**32 - 1]
-    records[wire.PROTOCOL_KEY]["masked_vector:word-bytes"] = 2
-    with pytest.raises(SecAggProtocolError, match="word size 2"):
-        wire.from_records(RecordDict(records), MaskedInput)
+    for word_bytes in (2, [4], None):  # a wrong size, a list, none at all
+        if word_bytes is None:
+            del records[wire.PROTOCOL_KEY]["masked_vector:word-bytes"]
+        else:
+            records[wire.PROTOCOL_KEY]["masked_vector:word-bytes"] = word_bytes
+        with pytest.raises(SecAggProtocolError, match=re.escape(f"word size {word_bytes}")):
+            wire.from_records(RecordDict(records), MaskedInput)
     with pytest.raises(SecAggProtocolError, match="float64 array"):
         wire.to_records(MaskedInput("run", 1, 3, np.zeros(2)))
 
