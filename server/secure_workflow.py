@@ -259,7 +259,7 @@ class SecureWorkflow:
         nodes continues from it. ``arrays``: any model of the run's shapes."""
         if self._ahead is not None:  # one exchange at a time on the Grid
             self._ahead[2].result()
-        published, self._published = self._published, {}
+        published = self._take_published()
         self._ahead = (server_round, sorted(node_ids), in_background(
             lambda: self._open(grid, node_ids, arrays, server_round, timeout, published),
             f"secagg-key-exchange-{server_round}",
@@ -279,8 +279,8 @@ class SecureWorkflow:
         (``per_node[node]`` is added to that node's training config)."""
         opened = self._take_ahead(server_round, node_ids)
         if opened is None:
-            published, self._published = self._published, {}
-            opened = self._open(grid, node_ids, arrays, server_round, timeout, published)
+            opened = self._open(grid, node_ids, arrays, server_round, timeout,
+                                self._take_published())
         state, record = opened.state, opened.state.record
         self.rounds.append(record)
         try:
@@ -289,10 +289,10 @@ class SecureWorkflow:
             result = self._finish(grid, opened, arrays, config, timeout, per_node)
         except SecAggError as error:
             record.aborted = str(error)
-            self._published = state.published
             return RoundAggregate({}, 0.0, {}, state.final_reports(set(), record.aborted),
                                   aborted=record.aborted)
-        self._published = state.published
+        finally:  # whatever the round's fate, the keys its unmask replies published
+            self._published = state.published
         totals = opened.layout.unpack(result.aggregate)
         record.contributors = result.num_contributors
         record.clipped_coordinates = totals.clipped_coordinates
@@ -308,6 +308,11 @@ class SecureWorkflow:
             totals.metric_sums,
             state.final_reports(set(result.contributors), None),
         )
+
+    def _take_published(self) -> dict[int, tuple[bytes, bytes]]:
+        """The keys published in the last round, handed to one round only."""
+        published, self._published = self._published, {}
+        return published
 
     def _take_ahead(self, server_round: int, node_ids: Sequence[int]) -> _OpenRound | None:
         """The round prepared ahead, if it is this one over these nodes."""

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privacy.secagg import quantization_error_bound
+from privacy.secagg import SecAggConfig, quantization_error_bound, required_modulus_bits
 from task.config import RunConfig
 
 __all__ = [
@@ -89,8 +89,6 @@ EXTRA_COORDINATES = (
 COUNT_COORDINATES = ("weight", "num-examples", "val-examples")
 # The fewest quantisation bits the 32-bit ring may leave (a client off by R / (2^24 - 2) at most).
 MIN_RING32_QUANT_BITS = 24
-# The ring and quantisation of larger cohorts.
-RING64_BITS, RING64_QUANT_BITS = 64, 32
 
 
 @dataclass(frozen=True)
@@ -243,8 +241,9 @@ class VectorLayout:
         ``Z_{2^32}`` with ``q = 32 - ceil(log2 n)`` when ``q >= MIN_RING32_QUANT_BITS`` and
         :meth:`integer_error_bound` stays below 1/2; ``Z_{2^64}`` with ``q = 32`` otherwise.
         """
-        quant_bits = 32 - (num_clients - 1).bit_length()  # b >= q + ceil(log2 n)
+        quant_bits = 32 - required_modulus_bits(0, num_clients)  # the most with b = 32
         if (quant_bits >= MIN_RING32_QUANT_BITS
                 and self.integer_error_bound(num_clients, quant_bits, rounding) < 0.5):
             return quant_bits, 32
-        return RING64_QUANT_BITS, RING64_BITS
+        defaults = SecAggConfig()  # Z_2^64, q = 32
+        return defaults.quant_bits, defaults.modulus_bits

@@ -43,6 +43,7 @@ from privacy.secagg.graph import build_neighbour_graph
 from privacy.secagg.keys import (
     KEY_BYTES,
     Rng,
+    new_private_key,
     private_key_from_bytes,
     public_key_bytes,
     random_bytes,
@@ -98,9 +99,8 @@ def validate_setup(setup: SetupMessage) -> None:
 
 
 def fresh_private_keys(rng: Rng = os.urandom) -> tuple[bytes, bytes]:
-    """The raw private keys ``(c_u^SK, s_u^SK)`` of two fresh X25519 key pairs: 32 bytes
-    from ``rng`` each (X25519 clamps the scalar itself, RFC 7748 section 5)."""
-    return random_bytes(rng, KEY_BYTES), random_bytes(rng, KEY_BYTES)
+    """The raw private keys ``(c_u^SK, s_u^SK)`` of two fresh X25519 key pairs."""
+    return new_private_key(rng), new_private_key(rng)
 
 
 class SecAggClient:

@@ -39,8 +39,8 @@ __all__ = [
     "LABEL_SHARE_AD",
     "random_bytes",
     "generate_key_pair",
+    "new_private_key",
     "private_key_from_bytes",
-    "private_key_bytes",
     "public_key_bytes",
     "agree",
     "derive_key",
@@ -70,22 +70,22 @@ def random_bytes(rng: Rng, n: int) -> bytes:
     return bytes(out)
 
 
-def generate_key_pair(rng: Rng = os.urandom) -> X25519PrivateKey:
-    """Return a fresh X25519 private key whose 32 raw bytes come from ``rng``.
+def new_private_key(rng: Rng = os.urandom) -> bytes:
+    """The 32 raw bytes of a fresh X25519 private key, from ``rng``.
 
     The scalar is clamped by X25519 itself (RFC 7748 section 5), so any 32 bytes are valid.
     """
-    return X25519PrivateKey.from_private_bytes(random_bytes(rng, KEY_BYTES))
+    return random_bytes(rng, KEY_BYTES)
+
+
+def generate_key_pair(rng: Rng = os.urandom) -> X25519PrivateKey:
+    """Return a fresh X25519 private key whose 32 raw bytes come from ``rng``."""
+    return X25519PrivateKey.from_private_bytes(new_private_key(rng))
 
 
 def private_key_from_bytes(raw: bytes) -> X25519PrivateKey:
     """Rebuild an X25519 private key from its 32 raw bytes."""
     return X25519PrivateKey.from_private_bytes(raw)
-
-
-def private_key_bytes(key: X25519PrivateKey) -> bytes:
-    """The 32 raw bytes of an X25519 private key (this is what gets Shamir-shared)."""
-    return key.private_bytes_raw()
 
 
 def public_key_bytes(key: X25519PrivateKey | X25519PublicKey) -> bytes:
