@@ -60,7 +60,8 @@ def secagg_share_secrets(msg: Message, context: Context) -> Message:
 @app.train(secagg_wire.MASKED_INPUT)
 def secagg_masked_input(msg: Message, context: Context) -> Message:
     """Secure aggregation, stage 3: train, then send the update masked (a neutral input
-    when the client declines); a client that cannot train leaves the round."""
+    when the client declines) with the public keys of its next round; a client that
+    cannot train leaves the round."""
     trained = _train(msg, context)
     if isinstance(trained, Message):
         secure_aggregation.leave(context)
@@ -70,8 +71,8 @@ def secagg_masked_input(msg: Message, context: Context) -> Message:
 
 @app.train(secagg_wire.UNMASK)
 def secagg_unmask(msg: Message, context: Context) -> Message:
-    """Secure aggregation, stage 4: the shares that unmask the sum, and the public keys
-    of the node's next round."""
+    """Secure aggregation, stage 4: the shares that unmask the sum (and, when the node is
+    sampled again, its next round's stage 2)."""
     return secure_aggregation.unmask(msg, context)
 
 

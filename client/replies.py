@@ -14,6 +14,22 @@ def public_metrics(metrics: Mapping[str, float | int]) -> dict[str, float | int]
     return {k: metrics[k] for k in CLEAR_METRICS if k in metrics}
 
 
+def status_content(
+    client_id: str,
+    status: str,
+    reason: str = "",
+    metrics: Mapping[str, float | int] | None = None,
+) -> RecordDict:
+    """A reply's content when it carries only the client's status, the reason and its
+    public metrics."""
+    return RecordDict(
+        {
+            "status": ConfigRecord({"client-id": client_id, "status": status, "reason": reason}),
+            "metrics": MetricRecord(public_metrics(metrics or {})),
+        }
+    )
+
+
 def status_reply(
     msg: Message,
     client_id: str,
@@ -21,11 +37,6 @@ def status_reply(
     reason: str = "",
     metrics: Mapping[str, float | int] | None = None,
 ) -> Message:
-    """A reply carrying only the client's status, the reason and its public metrics."""
-    content = RecordDict(
-        {
-            "status": ConfigRecord({"client-id": client_id, "status": status, "reason": reason}),
-            "metrics": MetricRecord(public_metrics(metrics or {})),
-        }
-    )
-    return Message(content=content, reply_to=msg)
+    """A reply to ``msg`` carrying only the client's status, the reason and its public
+    metrics."""
+    return Message(content=status_content(client_id, status, reason, metrics), reply_to=msg)

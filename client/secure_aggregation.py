@@ -1,23 +1,26 @@
 """The client's side of secure aggregation (SecAgg+) as Flower Message handlers.
 
-A round is four Message rounds (Bonawitz et al., CCS 2017; Bell et al., CCS 2020; the
-messages are listed in :mod:`task.secagg_wire`), three for a client that took part in the
-round before:
+A round has four stages (Bonawitz et al., CCS 2017; Bell et al., CCS 2020; the messages
+are listed in :mod:`task.secagg_wire`); for a client that stays in the cohort they take
+two Message rounds, because stages 1-2 ride on stages 3-4 of the round before:
 
 1. ``secagg_setup`` (:func:`share_keys`): two fresh X25519 public keys for the round;
+   skipped by a client that published its keys in the round before (stage 3);
 2. ``secagg_share_secrets`` (:func:`share_secrets`): Shamir shares of the self-mask seed and
    of the mask key go to the neighbours, encrypted end to end (AES-GCM). When the message
    carries the round's setup, the round starts here instead, with the key pairs the client
-   made and published at the end of its previous round (each pair serves one round);
+   made and published in its previous round (each pair serves one round). A client in
+   the round before gets this stage inside that round's ``secagg_unmask`` message;
 3. ``secagg_masked_input`` (:func:`mask_input`): the node trains locally (DP-SGD, its budget
    charged as in the plain round, by ``client.app``), turns the update into the input
    vector -- clipped and noised first when client-level DP is on -- and sends it
-   quantised and masked, all in one handler;
+   quantised and masked, all in one handler. The reply also publishes the public keys of
+   fresh key pairs for the client's next round, whose private halves wait in
+   ``context.state`` (replaced at every masked input, dropped when a round starts with
+   ``secagg_setup``);
 4. ``secagg_unmask`` (:func:`unmask`): shares that let the server remove the masks of the
-   sum (never both kinds for one client), after which every secret of the round is wiped;
-   the reply also publishes the public keys of fresh key pairs for the client's next round,
-   whose private halves wait in ``context.state`` (replaced at every unmask, dropped when a
-   round starts with ``secagg_setup``).
+   sum (never both kinds for one client), after which every secret of the round is
+   wiped; then the next round's stage 2, if the message carries it.
 
 Training happens in stage 3, as in Flower's own SecAgg+ workflow, so the unmasked input
 exists only inside that handler: it is never kept in ``context.state``, which a
@@ -45,7 +48,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from client.data import node_client_id
 from client.local_round import LocalRoundOutcome
-from client.replies import public_metrics, status_reply
+from client.replies import public_metrics, status_content
 from privacy.distributed_dp import add_noise_share, clip_to_norm, noise_share_std
 from privacy.secagg import (
     ForwardedShares,
@@ -60,7 +63,15 @@ from privacy.secagg import (
 from privacy.secagg.keys import private_key_from_bytes, public_key_bytes
 from task.config import RunConfig
 from task.records import from_record
-from task.secagg_wire import NEXT_KEYS_KEY, RECIPIENT_KEY, SETUP_KEY, from_records, to_records
+from task.secagg_wire import (
+    NEXT_KEYS_KEY,
+    RECIPIENT_KEY,
+    SETUP_KEY,
+    from_records,
+    nest,
+    next_round_part,
+    to_records,
+)
 from task.secure_vector import VectorLayout
 
 __all__ = ["secure_input", "share_keys", "share_secrets", "mask_input", "unmask", "leave"]
@@ -103,43 +114,27 @@ def share_keys(msg: Message, context: Context) -> Message:
     leave(context)
     context.state.pop(NEXT_KEYS_STATE_KEY, None)  # the server did not take them up
     try:
-        client = SecAggClient(_recipient(msg))
+        client = SecAggClient(_recipient(msg.content))
         keys = client.share_keys(from_records(msg.content, SetupMessage))
     except (SecAggError, ValueError) as error:
-        return status_reply(msg, client_id, "failed", str(error))
-    return _reply(msg, context, client_id, client, keys)
+        return Message(content=status_content(client_id, "failed", str(error)), reply_to=msg)
+    return Message(content=_reply(context, client_id, client, keys), reply_to=msg)
 
 
 def share_secrets(msg: Message, context: Context) -> Message:
     """Stage ``secagg_share_secrets``: encrypted Shamir shares for the neighbours; first, if
     the message carries the round's setup, the round starts with the published keys."""
-    started = None
-    if SETUP_KEY in msg.content:
-        leave(context)
-        published = context.state.pop(NEXT_KEYS_STATE_KEY, None)  # each pair: one round
-        try:
-            if published is None:
-                raise SecAggProtocolError("the round starts with published keys, and this "
-                                          "node has none")
-            started = SecAggClient(_recipient(msg))
-            started.share_keys(from_records(msg.content, SetupMessage, key=SETUP_KEY),
-                               private_keys=(bytes(published["share-private-key"]),
-                                             bytes(published["mask-private-key"])))
-        except (SecAggError, ValueError) as error:
-            return status_reply(msg, node_client_id(context.node_config), "failed", str(error))
-    return _advance(
-        msg, context, lambda client: client.share_secrets(from_records(msg.content, NeighbourKeys)),
-        client=started,
-    )
+    return Message(content=_share_secrets(msg.content, context), reply_to=msg)
 
 
 def mask_input(
     msg: Message, context: Context, config: RunConfig, outcome: LocalRoundOutcome
 ) -> Message:
-    """Stage ``secagg_masked_input``, after local training: the quantised, masked input.
+    """Stage ``secagg_masked_input``, after local training: the quantised, masked input,
+    and the public keys of fresh pairs for the node's next round.
 
     ``outcome`` is the round just trained (or declined) on the model in ``msg``. The reply
-    carries, in the clear, only the status and :data:`CLEAR_METRICS`.
+    carries, in the clear, only the status, :data:`CLEAR_METRICS` and those public keys.
     """
     status = "declined" if outcome.declined else "trained"
 
@@ -157,26 +152,26 @@ def mask_input(
         vector = secure_input(outcome, config, layout, len(setup.client_ids))
         return client.mask_input(from_records(msg.content, ForwardedShares), vector)
 
-    return _advance(msg, context, step, status, outcome)
+    content = _advance(msg.content, context, step, status, outcome)
+    if content["status"]["status"] != "failed":
+        content[NEXT_KEYS_KEY] = _publish_next_keys(context)
+    return Message(content=content, reply_to=msg)
 
 
 def unmask(msg: Message, context: Context) -> Message:
-    """Stage ``secagg_unmask``: the requested shares; then every secret of the round is
-    wiped, and the public keys of fresh pairs for the next round go with the reply."""
-    reply = _advance(
-        msg, context, lambda client: client.unmask(from_records(msg.content, UnmaskRequest))
+    """Stage ``secagg_unmask``: the requested shares, after which every secret of the
+    round is wiped; then, if the message carries the next round's share secrets, that
+    round starts with the keys published at the masked input, its shares beside the
+    unmask response."""
+    content = _advance(
+        msg.content, context,
+        lambda client: client.unmask(from_records(msg.content, UnmaskRequest)),
     )
     leave(context)
-    context.state.pop(NEXT_KEYS_STATE_KEY, None)
-    if reply.content["status"]["status"] == "ok":
-        share_key, mask_key = fresh_private_keys()
-        context.state[NEXT_KEYS_STATE_KEY] = ConfigRecord(
-            {"share-private-key": share_key, "mask-private-key": mask_key})
-        reply.content[NEXT_KEYS_KEY] = ConfigRecord({
-            "share-public-key": public_key_bytes(private_key_from_bytes(share_key)),
-            "mask-public-key": public_key_bytes(private_key_from_bytes(mask_key)),
-        })
-    return reply
+    next_round = next_round_part(msg.content)
+    if next_round is not None:
+        content.update(nest(_share_secrets(next_round, context)))
+    return Message(content=content, reply_to=msg)
 
 
 def leave(context: Context) -> None:
@@ -185,23 +180,58 @@ def leave(context: Context) -> None:
         del context.state[STATE_KEY]
 
 
-def _recipient(msg: Message) -> int:
-    """This node's protocol id in the round ``msg`` sets up."""
-    if RECIPIENT_KEY not in msg.content:
+def _share_secrets(content: RecordDict, context: Context) -> RecordDict:
+    """Stage ``secagg_share_secrets`` on a message's ``content``: the reply's content."""
+    started = None
+    if SETUP_KEY in content:
+        leave(context)
+        published = context.state.pop(NEXT_KEYS_STATE_KEY, None)  # each pair: one round
+        try:
+            if published is None:
+                raise SecAggProtocolError("the round starts with published keys, and this "
+                                          "node has none")
+            started = SecAggClient(_recipient(content))
+            started.share_keys(from_records(content, SetupMessage, key=SETUP_KEY),
+                               private_keys=(bytes(published["share-private-key"]),
+                                             bytes(published["mask-private-key"])))
+        except (SecAggError, ValueError) as error:
+            return status_content(node_client_id(context.node_config), "failed", str(error))
+    return _advance(
+        content, context,
+        lambda client: client.share_secrets(from_records(content, NeighbourKeys)),
+        client=started,
+    )
+
+
+def _publish_next_keys(context: Context) -> ConfigRecord:
+    """Fresh key pairs for the node's next round: the private halves stay in
+    ``context.state`` (replacing any kept before), the public ones are returned."""
+    share_key, mask_key = fresh_private_keys()
+    context.state[NEXT_KEYS_STATE_KEY] = ConfigRecord(
+        {"share-private-key": share_key, "mask-private-key": mask_key})
+    return ConfigRecord({
+        "share-public-key": public_key_bytes(private_key_from_bytes(share_key)),
+        "mask-public-key": public_key_bytes(private_key_from_bytes(mask_key)),
+    })
+
+
+def _recipient(content: RecordDict) -> int:
+    """This node's protocol id in the round ``content`` sets up."""
+    if RECIPIENT_KEY not in content:
         raise SecAggProtocolError(f"the message has no '{RECIPIENT_KEY}' record")
-    return int(msg.content[RECIPIENT_KEY]["client-id"])
+    return int(content[RECIPIENT_KEY]["client-id"])
 
 
 def _advance(
-    msg: Message,
+    content: RecordDict,
     context: Context,
     step: Callable[[SecAggClient], Any],
     status: str = "ok",
     outcome: LocalRoundOutcome | None = None,
     client: SecAggClient | None = None,
-) -> Message:
+) -> RecordDict:
     """Restore the protocol state (unless ``client`` holds it), run one stage, save the
-    state; leave the round on error."""
+    state; leave the round on error. The reply's content."""
     client_id = node_client_id(context.node_config)
     try:
         if client is None:
@@ -211,22 +241,21 @@ def _advance(
         reply = step(client)
     except (SecAggError, ValueError) as error:
         leave(context)
-        return status_reply(msg, client_id, "failed", str(error),
-                            outcome.metrics if outcome is not None else None)
-    return _reply(msg, context, client_id, client, reply, status, outcome)
+        return status_content(client_id, "failed", str(error),
+                              outcome.metrics if outcome is not None else None)
+    return _reply(context, client_id, client, reply, status, outcome)
 
 
 def _reply(
-    msg: Message,
     context: Context,
     client_id: str,
     client: SecAggClient,
     protocol_message: Any,
     status: str = "ok",
     outcome: LocalRoundOutcome | None = None,
-) -> Message:
-    """Save the protocol state; answer with the status (and, after training, the reason of
-    a decline and the public metrics) and the protocol message."""
+) -> RecordDict:
+    """Save the protocol state; the reply's content: the status (and, after training, the
+    reason of a decline and the public metrics) and the protocol message."""
     context.state[STATE_KEY] = ConfigRecord(client.state_dict())
     content = RecordDict(to_records(protocol_message))
     status_fields: dict[str, str] = {"client-id": client_id, "status": status}
@@ -234,4 +263,4 @@ def _reply(
         status_fields["reason"] = outcome.reason
         content["metrics"] = MetricRecord(public_metrics(outcome.metrics))
     content["status"] = ConfigRecord(status_fields)
-    return Message(content=content, reply_to=msg)
+    return content

@@ -20,7 +20,7 @@ from server.ledger_merge import CoordinatorLedger
 from server.optimizers import ServerOptimizer
 from server.results import RoundRecord, RunResults, new_run_id, round_record_dict
 from server.secure_workflow import SecureWorkflow
-from server.workflow import PlainWorkflow, RoundAggregate, unnamed_client
+from server.workflow import ClientReport, PlainWorkflow, RoundAggregate, unnamed_client
 from task.config import RunConfig
 from task.datasets import load_dataset
 from task.evaluation import evaluate
@@ -148,6 +148,45 @@ def account_client_level(
         )
 
 
+def _client_view(clients: dict[int, ClientLedgerView], report: ClientReport) -> ClientLedgerView:
+    """The server's record of the client behind ``report``, under its latest name (which
+    ``report`` then carries too: a node that never replied has only its node's name)."""
+    view = clients.setdefault(report.node_id, ClientLedgerView(report.client_id))
+    if report.client_id != unnamed_client(report.node_id):
+        view.client_id = report.client_id
+    report.client_id = view.client_id
+    return view
+
+
+def record_training(clients: dict[int, ClientLedgerView], reports: list[ClientReport]) -> None:
+    """What each client published about its local round: its epsilon, steps and
+    mechanism; a client that declined has exhausted its budget."""
+    for report in reports:
+        view = _client_view(clients, report)
+        if report.epsilon is not None:
+            view.epsilon = max(view.epsilon, report.epsilon)
+        if "steps" in report.public:  # it trained, whether or not its update was used
+            view.rounds_trained += 1
+            view.steps += int(report.public["steps"])
+            view.mechanism = {k: v for k, v in report.public.items() if k != "steps"}
+        if report.status == "declined":
+            view.exhausted = True
+            log.warning("%s", report.reason)
+
+
+def record_outcome(
+    clients: dict[int, ClientLedgerView], reports: list[ClientReport], server_round: int
+) -> None:
+    """Each client's final status in round ``server_round`` and its epsilon after it."""
+    for report in reports:
+        view = _client_view(clients, report)
+        view.last_status = report.status
+        if report.epsilon is not None:
+            view.epsilon_by_round[server_round] = view.epsilon
+        if report.status == "failed":
+            log.error("%s failed in round %d: %s", report.client_id, server_round, report.reason)
+
+
 def run_federation(
     grid: Grid,
     config: RunConfig,
@@ -201,35 +240,34 @@ def run_federation(
         # Each client's reply then carries only the ledger entries the merged copy lacks.
         held = {n: ledger.held(clients[n].client_id) for n in sampled if n in clients}
         arrays = to_record(weights)
+        planned: list[Cohort | None] = []
+
+        def next_cohort(reports: list[ClientReport], server_round: int = server_round) -> list[int]:
+            """The next round's cohort, sampled once this round's training reports have
+            settled the clients' budgets (the workflow may ask before its last stage)."""
+            record_training(clients, reports)
+            upcoming = None
+            if server_round < config.num_server_rounds and any(
+                    r.status not in ("failed", "dropped") for r in reports):
+                upcoming = sample_cohort(grid, config, clients, rng, server_round + 1)
+            planned.append(upcoming)
+            return upcoming.sampled if upcoming is not None else []
+
         aggregate = workflow.run_round(
             grid, sampled, arrays, train_config, server_round,
-            timeout=timeout, per_node=held,
+            timeout=timeout, per_node=held, next_cohort=next_cohort,
         )
-        for report in aggregate.reports:
-            view = clients.setdefault(report.node_id, ClientLedgerView(report.client_id))
-            if report.client_id != unnamed_client(report.node_id):
-                view.client_id = report.client_id
-            report.client_id, view.last_status = view.client_id, report.status
-            if report.epsilon is not None:
-                view.epsilon = max(view.epsilon, report.epsilon)
-                view.epsilon_by_round[server_round] = view.epsilon
-            if "steps" in report.public:  # it trained, whether or not its update was used
-                view.rounds_trained += 1
-                view.steps += int(report.public["steps"])
-                view.mechanism = {k: v for k, v in report.public.items() if k != "steps"}
-            if report.status == "declined":
-                view.exhausted = True
-                log.warning("%s", report.reason)
-            if report.status == "failed":
-                log.error("%s failed in round %d: %s", report.client_id, server_round, report.reason)
+        if not planned:
+            next_cohort(aggregate.reports)
+        record_outcome(clients, aggregate.reports, server_round)
         trained = aggregate.trained
         every_client_failed = all(r.status in ("failed", "dropped") for r in aggregate.reports)
-        if server_round < config.num_server_rounds and not every_client_failed:
-            # Known now (budgets are settled): the workflow may start the next round's
-            # model-free stages while this round's ledgers are merged and its model is
-            # updated and evaluated.
-            cohort = sample_cohort(grid, config, clients, rng, server_round + 1)
-            if not cohort.stop:
+        if planned[0] is not None:  # None after the last round, or when every client failed
+            cohort = planned[0]
+            if not cohort.stop and not every_client_failed:
+                # The workflow may start the next round's model-free stages (if it has not
+                # already) while this round's ledgers are merged and its model is updated
+                # and evaluated.
                 workflow.prepare_round(grid, cohort.sampled, arrays, server_round + 1, timeout)
         ledger.receive(aggregate.reports, server_round)
         if every_client_failed:

@@ -10,7 +10,7 @@ ever holding an individual update.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,6 +61,12 @@ class RoundAggregate:
     def mean_update(self) -> dict[str, np.ndarray]:
         """The weighted mean update, sum_i n_i Delta_i / sum_i n_i."""
         return {k: v / self.weight_sum for k, v in self.update_sum.items()}
+
+
+#: Given a round's training reports, the next round's cohort (empty: there is none). A
+#: workflow may call it once, as soon as those reports are in, to start the next round's
+#: model-free stages early (secure aggregation's key exchange).
+NextCohort = Callable[[list[ClientReport]], Sequence[int]]
 
 
 def node_config(config: dict, node_id: int, per_node: Mapping[int, dict] | None) -> ConfigRecord:
@@ -140,7 +146,11 @@ class PlainWorkflow:
         server_round: int,
         timeout: float | None = None,
         per_node: Mapping[int, dict] | None = None,
+        next_cohort: NextCohort | None = None,
     ) -> RoundAggregate:
+        """One round over ``node_ids``: the sums of the replies (``per_node[node]`` is added
+        to that node's training config). ``next_cohort`` is not called: a plain round has
+        nothing to start early."""
         messages = train_messages(grid, node_ids, arrays, config, server_round, per_node)
         replies = {m.metadata.src_node_id: m for m in send_and_receive(grid, messages, timeout)}
         reports: list[ClientReport] = []

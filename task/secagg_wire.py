@@ -15,15 +15,23 @@ action                 server -> client                 client -> server
 secagg_setup           SetupMessage                     PublicKeys
 secagg_share_secrets   NeighbourKeys (and SetupMessage  EncryptedShares
                        if the client published keys)
-secagg_masked_input    model, config, ForwardedShares   status, public metrics, MaskedInput
-secagg_unmask          UnmaskRequest                    UnmaskResponse, next public keys
+secagg_masked_input    model, config, ForwardedShares   status, public metrics, MaskedInput,
+                                                        next public keys
+secagg_unmask          UnmaskRequest (and the next      UnmaskResponse (and the next
+                       round's share secrets)           round's encrypted shares)
 =====================  ==============================  ===============================
 
-Keys published ahead. With its unmask response a client publishes the two public keys of
+Keys published ahead. With its masked input a client publishes the two public keys of
 fresh key pairs for the next round it takes part in (``"secagg-next-keys"``). If it is in
 the next round's cohort, the server skips its ``secagg_setup`` and sends the round's
-``SetupMessage`` with ``secagg_share_secrets`` instead (``"secagg-setup"``); the client
+``SetupMessage`` with that round's share secrets instead (``"secagg-setup"``); the client
 starts the round there with the keys it published, each pair used for one round only.
+
+Next round's shares with this round's unmask. A client still in the round and sampled for
+the next one gets the next round's ``secagg_share_secrets`` inside its ``secagg_unmask``
+message: the same records under names prefixed ``"next-"`` (:func:`nest`), answered
+under the same prefix beside its unmask response. It unmasks first, so the round's
+secrets are gone before the next round starts.
 
 The protocol's client ids are small integers (the client's position in the sorted cohort,
 sent in ``"secagg-recipient"``), because Flower node ids are unsigned 64-bit and
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import numpy as np
@@ -51,6 +60,9 @@ __all__ = [
     "RECIPIENT_KEY",
     "SETUP_KEY",
     "NEXT_KEYS_KEY",
+    "NEXT_ROUND_PREFIX",
+    "nest",
+    "next_round_part",
     "message_type",
     "to_records",
     "from_records",
@@ -75,6 +87,8 @@ RECIPIENT_KEY = "secagg-recipient"
 SETUP_KEY = "secagg-setup"
 # The public keys a client publishes for its next round: "share-public-key", "mask-public-key".
 NEXT_KEYS_KEY = "secagg-next-keys"
+# Records of the next round's stage carried inside this round's unmask message and reply.
+NEXT_ROUND_PREFIX = "next-"
 
 _M = TypeVar("_M")
 #: The words an array field may travel in (elements of Z_2^b), by their size in bytes.
@@ -103,6 +117,18 @@ def to_records(message: Any, key: str = PROTOCOL_KEY) -> dict[str, ConfigRecord]
         else:
             fields[k] = v
     return {key: ConfigRecord(fields)}
+
+
+def nest(content: Mapping[str, Any]) -> dict[str, Any]:
+    """The records of ``content`` renamed to travel as the next round's part of a message."""
+    return {NEXT_ROUND_PREFIX + name: record for name, record in content.items()}
+
+
+def next_round_part(content: RecordDict) -> RecordDict | None:
+    """The next round's records nested in ``content`` (:func:`nest`), or ``None``."""
+    part = {name[len(NEXT_ROUND_PREFIX):]: record for name, record in content.items()
+            if name.startswith(NEXT_ROUND_PREFIX)}
+    return RecordDict(part) if part else None
 
 
 def from_records(content: RecordDict, cls: type[_M], key: str = PROTOCOL_KEY) -> _M:

@@ -187,7 +187,7 @@ def test_the_input_never_waits_in_the_state_and_every_secret_is_then_wiped(monke
             state_keys[server_round, action] = set(self.contexts[self.nodes[0]].state)
             for message_id in answered:
                 sent.update(_bytes_in(self._replies[message_id].content))
-            if action == wire.UNMASK and server_round == 1:
+            if action == wire.MASKED_INPUT and server_round == 1:
                 for node in self.nodes:
                     published[node] = self.contexts[node].state[NEXT_KEYS_STATE_KEY]
             return answered
@@ -209,19 +209,22 @@ def test_the_input_never_waits_in_the_state_and_every_secret_is_then_wiped(monke
     for server_round in (1, 2):
         aggregate = workflow.run_round(grid, grid.nodes, to_record(MODEL),
                                        {**config.to_flower(), "server-round": server_round},
-                                       server_round)
+                                       server_round,
+                                       next_cohort=lambda _, r=server_round: grid.nodes * (r < 2))
         assert len(aggregate.trained) == 3
 
-    # The plain input never waits in the state: it is made and masked in one handler.
+    # The plain input never waits in the state: it is made and masked in one handler,
+    # beside which only the key pairs made for the next round are kept.
     assert state_keys[1, wire.SETUP] == {STATE_KEY}
     assert state_keys[1, wire.SHARE_SECRETS] == {STATE_KEY}
-    assert state_keys[1, wire.MASKED_INPUT] == {STATE_KEY}
-    # After unmask only the next round's key pairs are left: round 2 starts with them at
-    # share_secrets (no setup message) and they are gone from the state once used.
-    assert state_keys[1, wire.UNMASK] == {NEXT_KEYS_STATE_KEY}
-    assert (2, wire.SETUP) not in state_keys
-    assert state_keys[2, wire.SHARE_SECRETS] == {STATE_KEY}
-    assert state_keys[2, wire.UNMASK] == {NEXT_KEYS_STATE_KEY}
+    assert state_keys[1, wire.MASKED_INPUT] == {STATE_KEY, NEXT_KEYS_STATE_KEY}
+    # Round 2's share secrets ride in round 1's unmask message: once round 1 is unmasked
+    # and wiped, round 2 starts with the kept keys (no setup, no Message round of its own),
+    # which are gone from the state once used.
+    assert state_keys[1, wire.UNMASK] == {STATE_KEY}
+    assert {(2, wire.SETUP), (2, wire.SHARE_SECRETS)}.isdisjoint(state_keys)
+    assert state_keys[2, wire.MASKED_INPUT] == {STATE_KEY, NEXT_KEYS_STATE_KEY}
+    assert state_keys[2, wire.UNMASK] == {NEXT_KEYS_STATE_KEY}  # no round 3 to start
     next_private = {bytes(v) for keys in published.values() for v in keys.values()}
     assert private[2] == next_private  # round 2 used exactly the keys kept for it...
     assert len(private[1]) == len(private[2]) == 6  # ...two fresh pairs per client a round
@@ -230,6 +233,7 @@ def test_the_input_never_waits_in_the_state_and_every_secret_is_then_wiped(monke
     assert len(channel_keys) == 12 and not channel_keys & sent  # nor did the share keys
     rounds = workflow.describe()["secure_aggregation_rounds"]
     assert [r["keys_published_ahead"] for r in rounds] == [0, 3]
+    assert [r["shares_with_unmask"] for r in rounds] == [False, True]
 
 
 def test_a_stage_without_a_round_in_progress_fails_with_a_clear_reason():

@@ -213,6 +213,62 @@ def test_a_key_exchange_run_ahead_is_continued_and_a_stale_one_is_redone():
     assert workflow.describe()["secure_aggregation_rounds"][2]["keys_published_ahead"] == 4
 
 
+def test_the_next_key_exchange_rides_with_the_unmask_stage():
+    """Given the next cohort once the training reports are in: for a steady cohort the
+    next round's share secrets travel inside the unmask messages; with a newcomer, its
+    setup travels beside them and the share secrets follow on their own."""
+    class Logging(InProcessGrid):
+        def push_messages(self, messages):
+            messages = list(messages)
+            sent.append(sorted({(int(m.metadata.group_id),
+                                 m.metadata.message_type.split(".", 1)[1]) for m in messages}))
+            nested.extend(m.metadata.dst_node_id for m in messages
+                          if wire.next_round_part(m.content) is not None)
+            return super().push_messages(messages)
+
+    sent: list[list[tuple[int, str]]] = []
+    nested: list[int] = []
+    grid, config = Logging(6), default_config()
+    five, newcomer = grid.nodes[:5], grid.nodes[5]
+    cohorts = {1: five, 2: five, 3: [*five[1:], newcomer]}
+    reported: dict[int, list[str]] = {}
+    workflow = SecureWorkflow(config)
+
+    def run(server_round: int):
+        def next_cohort(reports):
+            reported[server_round] = sorted(r.status for r in reports)
+            return cohorts.get(server_round + 1, [])
+        if server_round > 1:  # as the federation does: a no-op when the round is open
+            workflow.prepare_round(grid, cohorts[server_round], to_record(SMALL_MODEL),
+                                   server_round)
+        aggregate = workflow.run_round(
+            grid, cohorts[server_round], to_record(SMALL_MODEL),
+            {**config.to_flower(), "server-round": server_round}, server_round,
+            next_cohort=next_cohort)
+        expected, weight = float_sum(grid, server_round, cohorts[server_round])
+        assert aggregate.weight_sum == weight and len(aggregate.trained) == 5
+        assert np.linalg.norm(secure_update(aggregate) - expected) / np.linalg.norm(expected) < 1e-4
+
+    run(1)
+    assert reported[1] == ["trained"] * 5  # asked once the clients had trained
+    assert sent == [[(1, wire.SETUP)], [(1, wire.SHARE_SECRETS)], [(1, wire.MASKED_INPUT)],
+                    [(1, wire.UNMASK)]]
+    assert sorted(nested) == sorted(five)  # round 2's share secrets, inside the unmask
+    sent.clear()
+    nested.clear()
+    run(2)  # starts at its masked input; round 3's newcomer is set up beside the unmask
+    assert sent == [[(2, wire.MASKED_INPUT)], [(2, wire.UNMASK), (3, wire.SETUP)],
+                    [(3, wire.SHARE_SECRETS)]]
+    assert nested == []
+    sent.clear()
+    run(3)
+    assert sent == [[(3, wire.MASKED_INPUT)], [(3, wire.UNMASK)]]
+    rounds = workflow.describe()["secure_aggregation_rounds"]
+    assert [r["key_exchange_ahead"] for r in rounds] == [False, True, True]
+    assert [r["shares_with_unmask"] for r in rounds] == [False, True, False]
+    assert [r["keys_published_ahead"] for r in rounds] == [0, 5, 4]
+
+
 def test_a_tampered_share_makes_its_recipient_leave_naming_the_sender():
     victim_index = 1
 
@@ -334,6 +390,48 @@ def test_a_node_without_its_published_keys_drops_and_malformed_keys_get_a_setup(
     record = workflow.describe()["secure_aggregation_rounds"][1]
     assert record["keys_published_ahead"] == 4
     assert record["dropouts"] == {"share_secrets": ["client-0"]}
+
+
+def test_with_the_unmask_stage_a_node_without_usable_keys_leaves_only_the_next_round():
+    """Next round's share secrets inside the unmask messages: node 0 lost its kept keys
+    before the unmask, node 1 published malformed keys (and cannot get a setup while still
+    in the round); both complete this round's unmask and drop out of the next round."""
+    class Losing(InProcessGrid):
+        def pull_messages(self, message_ids):
+            replies = super().pull_messages(message_ids)
+            for reply in replies:
+                if (reply.metadata.src_node_id == self.nodes[1]
+                        and wire.NEXT_KEYS_KEY in reply.content):
+                    keys = reply.content[wire.NEXT_KEYS_KEY]
+                    keys["mask-public-key"] = keys["share-public-key"]
+            return replies
+
+        def push_messages(self, messages):
+            messages = list(messages)
+            if (messages[0].metadata.message_type.endswith(wire.UNMASK)
+                    and messages[0].metadata.group_id == "1"):
+                del self.contexts[self.nodes[0]].state[NEXT_KEYS_STATE_KEY]
+            return super().push_messages(messages)
+
+    grid, config = Losing(5), default_config()
+    workflow = SecureWorkflow(config)
+    first = workflow.run_round(grid, grid.nodes, to_record(SMALL_MODEL),
+                               {**config.to_flower(), "server-round": 1}, 1,
+                               next_cohort=lambda reports: grid.nodes)
+    assert len(first.trained) == 5  # both unmasked round 1
+    expected, weight = float_sum(grid, 1, grid.nodes)
+    assert np.linalg.norm(secure_update(first) - expected) / np.linalg.norm(expected) < 1e-4
+    second = workflow.run_round(grid, grid.nodes, to_record(SMALL_MODEL),
+                                {**config.to_flower(), "server-round": 2}, 2)
+    reasons = {r.client_id: r.reason for r in second.reports if r.status == "dropped"}
+    assert "published keys, and this node has none" in reasons["client-0"]
+    assert "published no usable keys in the round before" in reasons["client-1"]
+    expected, weight = float_sum(grid, 2, grid.nodes[2:])
+    assert second.weight_sum == weight and len(second.trained) == 3
+    assert np.linalg.norm(secure_update(second) - expected) / np.linalg.norm(expected) < 1e-4
+    record = workflow.describe()["secure_aggregation_rounds"][1]
+    assert record["shares_with_unmask"] and record["keys_published_ahead"] == 4
+    assert record["dropouts"] == {"share_keys": ["client-1"], "share_secrets": ["client-0"]}
 
 
 def test_every_secret_of_the_round_is_wiped_from_the_nodes_after_it():
@@ -510,9 +608,13 @@ class RecordingGrid:
 
     def push_messages(self, messages):
         messages = list(messages)
-        if self._interfere is not None:
-            action = messages[0].metadata.message_type.split(".", 1)[1]
-            messages = self._interfere(int(messages[0].metadata.group_id), action, messages)
+        if self._interfere is not None:  # by stage: a Message round may carry two
+            stages: dict[tuple[int, str], list] = {}
+            for m in messages:
+                stages.setdefault((int(m.metadata.group_id),
+                                   m.metadata.message_type.split(".", 1)[1]), []).append(m)
+            messages = [m for (server_round, action), batch in stages.items()
+                        for m in self._interfere(server_round, action, batch)]
         self._replies.append([])  # the replies of this Message round
         return self._grid.push_messages(messages)
 
@@ -536,10 +638,10 @@ class RecordingWorkflow(SecureWorkflow):
                               arrays, server_round, timeout)
 
     def run_round(self, grid, node_ids, arrays, config, server_round, timeout=None,
-                  per_node=None):
+                  per_node=None, next_cohort=None):
         aggregate = super().run_round(
             RecordingGrid(grid, self.replies, self._interfere), node_ids, arrays, config,
-            server_round, timeout, per_node,
+            server_round, timeout, per_node, next_cohort,
         )
         self.aggregates.append(aggregate)
         return aggregate
@@ -585,14 +687,17 @@ def test_simulation_server_cannot_read_any_update_but_unmasks_the_exact_sum(reco
     masked: dict[str, list[np.ndarray]] = {}
     true: dict[str, list[np.ndarray]] = {}
     stage_replies = [r for round_replies in workflow.replies for r in round_replies]
-    # Every reply: four stages in round 1, three in round 2 (no setup: the clients
-    # published their keys in round 1), three clients.
-    assert len(stage_replies) == (4 + 3) * 3
+    # Every reply: four Message rounds in round 1, two in round 2 (no setup: the clients
+    # published their keys in round 1; its share secrets rode in round 1's unmask), three
+    # clients.
+    assert len(stage_replies) == (4 + 2) * 3
+    assert sum(wire.next_round_part(r.content) is not None for r in stage_replies) == 3
     for reply in stage_replies:
         content = reply.content
         assert "update" not in content
         assert set(content) <= {"status", "metrics", "ledger", wire.PROTOCOL_KEY,
-                                wire.NEXT_KEYS_KEY, TRUE_INPUT_KEY}
+                                wire.NEXT_KEYS_KEY, TRUE_INPUT_KEY,
+                                *wire.nest({"status": 0, wire.PROTOCOL_KEY: 0})}
         assert set(content.get("metrics", {})) <= set(CLEAR_METRICS)
         if TRUE_INPUT_KEY in content:
             client = str(content["status"]["client-id"])
@@ -645,9 +750,10 @@ def test_simulation_accuracy_with_secure_aggregation_matches_plain(recorded_secu
 @pytest.mark.slow
 def test_simulation_dropouts_midway_and_an_aborted_round_with_client_level_dp(tmp_path):
     """Round 1: a client fails mid-protocol (a share addressed to it is corrupted) and the
-    round completes with the other two. Round 2: two of three clients vanish, the round
-    aborts below the threshold t=2 before anyone trains, the model is unchanged. Round 3
-    proceeds."""
+    round completes with the other two. Round 2: two of three clients vanish (its share
+    secrets come after a setup for the client that left round 1, so in a Message round of
+    their own), the round aborts below the threshold t=2 before anyone trains, the model
+    is unchanged. Round 3 proceeds."""
     config = default_config(**{"num-server-rounds": 3, "local-epochs": 1,
                                "target-epsilon": 8.0, "client-dp": True,
                                "client-noise-multiplier": 0.5, "client-clip-norm": 0.1,
