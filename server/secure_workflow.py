@@ -372,16 +372,11 @@ class SecureWorkflow:
         """A new round over ``node_ids`` through its key exchange (``published``: public
         keys nodes published for it in the round before)."""
         opened = self._new_round(grid, node_ids, arrays, server_round, published)
-        try:
-            keys, fresh = self._published_keys(opened)
-            if fresh:
-                keys += self._stage(grid, wire.SETUP, fresh, PublicKeys, "client_id",
-                                    opened.state, timeout, extra=self._setup_extra(opened))
-            opened.neighbour_keys = opened.server.collect_public_keys(keys)
-            self._share_secrets(grid, opened, timeout)
-        except SecAggError as error:
-            opened.error = error
-        return opened
+        keys, fresh = self._published_keys(opened)
+        if fresh:
+            keys += self._stage(grid, wire.SETUP, fresh, PublicKeys, "client_id",
+                                opened.state, timeout, extra=self._setup_extra(opened))
+        return self._finish_key_exchange(grid, opened, keys, timeout)
 
     def _new_round(
         self,
