@@ -353,17 +353,20 @@ def test_a_reply_without_a_status_is_a_dropout_not_a_crash():
     assert len(aggregate.trained) == 3
 
 
-def test_a_node_without_its_published_keys_drops_and_malformed_keys_get_a_setup():
-    class Garbling(InProcessGrid):
-        def pull_messages(self, message_ids):
-            replies = super().pull_messages(message_ids)
-            for reply in replies:  # one node publishes a repeated key
-                if (reply.metadata.src_node_id == self.nodes[1]
-                        and wire.NEXT_KEYS_KEY in reply.content):
-                    keys = reply.content[wire.NEXT_KEYS_KEY]
-                    keys["mask-public-key"] = keys["share-public-key"]
-            return replies
+class RepeatedKeyGrid(InProcessGrid):
+    """Node 1 publishes the same public key twice for its next round."""
 
+    def pull_messages(self, message_ids):
+        replies = super().pull_messages(message_ids)
+        for reply in replies:
+            if reply.metadata.src_node_id == self.nodes[1] and wire.NEXT_KEYS_KEY in reply.content:
+                keys = reply.content[wire.NEXT_KEYS_KEY]
+                keys["mask-public-key"] = keys["share-public-key"]
+        return replies
+
+
+def test_a_node_without_its_published_keys_drops_and_malformed_keys_get_a_setup():
+    class Garbling(RepeatedKeyGrid):
         def push_messages(self, messages):
             messages = list(messages)
             if messages[0].metadata.message_type.endswith(wire.SETUP):
@@ -396,16 +399,7 @@ def test_with_the_unmask_stage_a_node_without_usable_keys_leaves_only_the_next_r
     """Next round's share secrets inside the unmask messages: node 0 lost its kept keys
     before the unmask, node 1 published malformed keys (and cannot get a setup while still
     in the round); both complete this round's unmask and drop out of the next round."""
-    class Losing(InProcessGrid):
-        def pull_messages(self, message_ids):
-            replies = super().pull_messages(message_ids)
-            for reply in replies:
-                if (reply.metadata.src_node_id == self.nodes[1]
-                        and wire.NEXT_KEYS_KEY in reply.content):
-                    keys = reply.content[wire.NEXT_KEYS_KEY]
-                    keys["mask-public-key"] = keys["share-public-key"]
-            return replies
-
+    class Losing(RepeatedKeyGrid):
         def push_messages(self, messages):
             messages = list(messages)
             if (messages[0].metadata.message_type.endswith(wire.UNMASK)
