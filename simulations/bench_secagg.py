@@ -10,12 +10,12 @@ twice in one invocation -- plain aggregation, then SecAgg+ -- and reports the st
 round time (mean over the rounds after the first, which also starts Ray's actors and
 loads the data), the overhead, and where the secure round spends its extra time:
 
-* ``stages s``: wall time of the three protocol-only Message rounds (setup, share
-  secrets, unmask; the clients train in the fourth, masked input) inside the simulation,
-  transport and client work included, and ``stages / plain``, that time as a share of the
-  plain round (masking, in the training stage, is not in it). From round 2 on, setup and
-  share secrets run during the server's work on the round before, so most of this time
-  is hidden rather than added;
+* ``stages s``: wall time of the protocol-only Message rounds (setup, share secrets,
+  unmask; the clients train in masked input) inside the simulation, transport and client
+  work included, and ``stages / plain``, that time as a share of the plain round
+  (masking, in the training stage, is not in it). From round 2 on, with every client in
+  every round, that is the unmask stage alone, which carries the next round's share
+  secrets;
 * ``protocol s``: the protocol's own compute for the whole cohort (every client and the
   server, run one after another on one core by ``privacy.secagg.run_secagg_round``), for a
   vector of the model's size plus the metric coordinates.
