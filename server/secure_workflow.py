@@ -168,7 +168,7 @@ class _Round:
         self.names: dict[int, str] = {}
         self.reports: dict[int, ClientReport] = {}
         self.left: dict[int, tuple[str, str]] = {}
-        # The public keys each node published in its unmask reply, for its next round.
+        # The public keys each node published with its masked input, for its next round.
         self.published: dict[int, tuple[bytes, bytes]] = {}
         self.record = record
 

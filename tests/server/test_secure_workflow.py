@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import ray
 import torch
-from flwr.app import Array, ArrayRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
@@ -336,6 +336,20 @@ def test_a_masked_vector_travels_as_raw_words_and_a_torn_one_is_refused():
             wire.from_records(RecordDict(records), MaskedInput)
     with pytest.raises(SecAggProtocolError, match="float64 array"):
         wire.to_records(MaskedInput("run", 1, 3, np.zeros(2)))
+
+
+def test_the_next_rounds_records_nest_under_a_prefix_and_come_back_whole():
+    unmask = wire.to_records(MaskedInput("run", 1, 3, np.array([7], np.uint32)))
+    share = {**wire.to_records(MaskedInput("run", 2, 3, np.array([9], np.uint32))),
+             wire.RECIPIENT_KEY: ConfigRecord({"client-id": 3})}
+    content = RecordDict({**unmask, **wire.nest(share)})
+    assert set(content) == {wire.PROTOCOL_KEY, "next-" + wire.PROTOCOL_KEY,
+                            "next-" + wire.RECIPIENT_KEY}
+    assert wire.from_records(content, MaskedInput).round_id == 1  # its own part untouched
+    part = wire.next_round_part(content)
+    assert set(part) == {wire.PROTOCOL_KEY, wire.RECIPIENT_KEY}
+    assert wire.from_records(part, MaskedInput).masked_vector.tolist() == [9]
+    assert wire.next_round_part(RecordDict(unmask)) is None
 
 
 def test_a_reply_without_a_status_is_a_dropout_not_a_crash():
