@@ -22,46 +22,24 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from rich.console import Console
 
 from simulations.bench_report import print_table, write_json
-from tests.deploy.federation import REPO, Federation, Network, Processes, read_summary, wait_for
+from tests.deploy.federation import (
+    Federation,
+    Network,
+    Processes,
+    read_summary,
+    start_federation,
+    wait_for,
+)
 
 #: The protocol stages as ``summary.json`` names them, and their columns.
 STAGES = {"share_keys": "setup s", "share_secrets": "share s",
           "collect_masked_input": "masked input s", "unmask": "unmask s"}
-
-
-def fedshield(*args: str) -> None:
-    """``fedshield ARGS`` in the repository; RuntimeError with its output if it fails."""
-    result = subprocess.run([sys.executable, "-m", "fedshield.cli", *args], cwd=REPO,
-                            capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    if result.returncode != 0:
-        raise RuntimeError(f"fedshield {args[0]} failed: {result.stdout}{result.stderr}")
-
-
-def start_federation(root: Path, clients: int, processes: Processes) -> Federation:
-    """SuperLink, SuperExec and ``clients`` registered SuperNodes, every one online, started
-    under ``processes``."""
-    federation = Federation(root, root / "certs", root / "partitions", Network(), processes)
-    names = [f"client-{i}" for i in range(clients)]
-    fedshield("certs", "--out", str(federation.certs), "--clients", str(clients),
-              "--san", "127.0.0.1")
-    fedshield("partition", "--scenario", "digits", "--clients", str(clients),
-              "--out", str(federation.partitions))
-    federation.start_superlink()
-    federation.start_serverapp_runner()
-    for name in names:
-        federation.register(name)
-    for name in names:
-        federation.start_supernode(name, federation.partitions / name)
-    wait_for(lambda: federation.online() == clients, 180, f"{clients} SuperNodes online")
-    return federation
 
 
 def run_once(federation: Federation, out: Path, rounds: int, secure: bool) -> dict:
@@ -92,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     processes = Processes(root / "logs")
     pairs = []
     try:
-        federation = start_federation(root, args.clients, processes)
+        federation = start_federation(root, [f"client-{i}" for i in range(args.clients)],
+                                      Network(), processes, timeout=180)
         for i in range(args.repeat):
             pair = {}
             for secure in (False, True):

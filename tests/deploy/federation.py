@@ -32,6 +32,8 @@ from pathlib import Path
 
 import psutil
 
+from tests.cli_runner import fedshield as run_fedshield
+
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 CONNECTION = "fedshield-test"
@@ -340,6 +342,43 @@ def _toml(value: object) -> str:
     if isinstance(value, str):
         return "'" + value + "'"
     return repr(value)
+
+
+def start_federation(
+    root: Path,
+    clients: Sequence[str],
+    network: Network,
+    processes: Processes,
+    unregistered: Sequence[str] = (),
+    seed: int | None = None,
+    timeout: float = 120.0,
+) -> Federation:
+    """Certificates and keys (also for the ``unregistered`` names, never registered), one
+    partition folder per client, the SuperLink, the ServerApp runner, and every client's
+    SuperNode registered and online; every process started under ``processes``."""
+    federation = Federation(root, root / "certs", root / "partitions", network, processes)
+    _fedshield("certs", "--out", str(federation.certs), "--clients", str(len(clients)),
+               *(arg for name in unregistered for arg in ("--name", name)),
+               "--san", network.address("superlink"))
+    _fedshield("partition", "--scenario", "digits", "--clients", str(len(clients)),
+               *(("--seed", str(seed)) if seed is not None else ()),
+               "--out", str(federation.partitions))
+    federation.start_superlink()
+    federation.start_serverapp_runner()
+    for name in clients:
+        federation.register(name)
+    for name in clients:
+        federation.start_supernode(name, federation.partitions / name)
+    wait_for(lambda: federation.online() == len(clients), timeout,
+             f"{len(clients)} SuperNodes online")
+    return federation
+
+
+def _fedshield(*args: str) -> None:
+    """``fedshield ARGS`` in the repository; RuntimeError with its output if it fails."""
+    result = run_fedshield(*args, cwd=REPO, timeout=600)
+    if result.returncode != 0:
+        raise RuntimeError(f"fedshield {args[0]} failed: {result.stdout}{result.stderr}")
 
 
 def read_summary(out_dir: Path) -> dict | None:

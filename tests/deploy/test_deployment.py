@@ -30,6 +30,7 @@ from tests.deploy.federation import (
     isolated_network,
     read_summary,
     rounds_done,
+    start_federation,
     wait_for,
 )
 
@@ -67,19 +68,10 @@ def federation(tmp_path_factory: pytest.TempPathFactory):
         print(f"network namespaces unavailable ({error}); every party on 127.0.0.1")
         network = Network()
     processes = Processes(root / "logs")
-    fed = Federation(root, root / "certs", root / "partitions", network, processes)
     try:
-        fedshield("certs", "--out", str(fed.certs), "--clients", "3", "--name", "rogue",
-                  "--san", network.address("superlink"))
-        fedshield("partition", "--scenario", "digits", "--clients", "3",
-                  "--seed", str(RUN["seed"]), "--out", str(fed.partitions))
-        fed.start_superlink()
-        fed.start_serverapp_runner()
-        for name in CLIENTS:  # rogue's key exists but is never registered
-            fed.register(name)
-        for name in CLIENTS:
-            fed.start_supernode(name, fed.partitions / name)
-        wait_for(lambda: fed.online() == len(CLIENTS), NODE_TIMEOUT, "3 SuperNodes online")
+        # rogue's key exists but is never registered
+        fed = start_federation(root, CLIENTS, network, processes, unregistered=["rogue"],
+                               seed=RUN["seed"], timeout=NODE_TIMEOUT)
         yield fed
     finally:
         processes.close()
