@@ -38,7 +38,6 @@ __all__ = [
     "LABEL_NEIGHBOUR_GRAPH",
     "LABEL_SHARE_AD",
     "random_bytes",
-    "generate_key_pair",
     "new_private_key",
     "private_key_from_bytes",
     "public_key_bytes",
@@ -76,11 +75,6 @@ def new_private_key(rng: Rng = os.urandom) -> bytes:
     The scalar is clamped by X25519 itself (RFC 7748 section 5), so any 32 bytes are valid.
     """
     return random_bytes(rng, KEY_BYTES)
-
-
-def generate_key_pair(rng: Rng = os.urandom) -> X25519PrivateKey:
-    """Return a fresh X25519 private key whose 32 raw bytes come from ``rng``."""
-    return X25519PrivateKey.from_private_bytes(new_private_key(rng))
 
 
 def private_key_from_bytes(raw: bytes) -> X25519PrivateKey:

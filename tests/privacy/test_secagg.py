@@ -39,7 +39,7 @@ from privacy.secagg import (
     quantize,
     run_secagg_round,
 )
-from privacy.secagg.keys import generate_key_pair, public_key_bytes
+from privacy.secagg.keys import new_private_key, private_key_from_bytes, public_key_bytes
 from privacy.secagg.masking import pairwise_mask_key, self_mask_key
 from privacy.secagg.shamir import PRIME, reconstruct_secret, share_x, split_secret
 
@@ -329,7 +329,7 @@ def test_share_for_another_client_is_rejected(rewrite_header: bool) -> None:
 
 # --------------------------------------------------------------------- mask keys
 def test_pair_masks_differ_across_rounds_and_runs() -> None:
-    a, b = generate_key_pair(), generate_key_pair()
+    a, b = (private_key_from_bytes(new_private_key()) for _ in range(2))
     pk_a, pk_b = public_key_bytes(a), public_key_bytes(b)
 
     def key(private, peer_pk, me, peer, run, rnd):
