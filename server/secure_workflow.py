@@ -502,27 +502,26 @@ class SecureWorkflow:
         setups: dict[int, RecordDict] = {}
         shares: dict[int, RecordDict] = {}
         keys: list[PublicKeys] = []
-        fresh: dict[int, None] = {}
         if upcoming is not None:
             upcoming_round = upcoming.state.record.server_round
-            try:
-                keys, fresh = self._published_keys(upcoming, busy=frozenset(unmask))
-                if not fresh:
-                    upcoming.neighbour_keys = upcoming.server.collect_public_keys(keys)
-            except SecAggError as error:
-                upcoming.error = error
-            if upcoming.error is None and fresh:  # newcomers: not in this round
+            keys, fresh = self._published_keys(upcoming, busy=frozenset(unmask))
+            if fresh:  # newcomers: not in this round
                 setups = self._contents(fresh, upcoming.state, self._setup_extra(upcoming))
                 outgoing.update((node, (wire.SETUP, upcoming_round, content))
                                 for node, content in setups.items())
-            elif upcoming.error is None:
-                shares = self._contents(upcoming.neighbour_keys, upcoming.state,
-                                        self._share_secrets_extra(upcoming))
-                for node, content in shares.items():
-                    if node in outgoing:
-                        outgoing[node][2].update(wire.nest(content))
-                    else:
-                        outgoing[node] = (wire.SHARE_SECRETS, upcoming_round, content)
+            else:
+                try:
+                    upcoming.neighbour_keys = upcoming.server.collect_public_keys(keys)
+                except SecAggError as error:
+                    upcoming.error = error
+                else:
+                    shares = self._contents(upcoming.neighbour_keys, upcoming.state,
+                                            self._share_secrets_extra(upcoming))
+            for node, content in shares.items():
+                if node in outgoing:
+                    outgoing[node][2].update(wire.nest(content))
+                else:
+                    outgoing[node] = (wire.SHARE_SECRETS, upcoming_round, content)
         replies = self._exchange(grid, outgoing, state.record,
                                  wire.STAGE_OF_ACTION[wire.UNMASK], timeout)
         responses = self._receive(replies, unmask, wire.UNMASK, UnmaskResponse, "client_id",
@@ -530,7 +529,7 @@ class SecureWorkflow:
         if upcoming is None:
             return responses
         opening: Future[_OpenRound]
-        if upcoming.error is None and setups:
+        if setups:
             keys += self._receive(replies, setups, wire.SETUP, PublicKeys, "client_id",
                                   upcoming.state)
             opening = in_background(lambda: self._finish_key_exchange(grid, upcoming, keys,
