@@ -1,4 +1,12 @@
-"""The coordinator's loop: sample clients, run a round, update and evaluate the model."""
+"""The coordinator's loop: sample clients, run a round, update and evaluate the model.
+
+A round's signed ledger entries arrive with its training reports. They are merged into the
+coordinator's copy (:class:`server.ledger_merge.CoordinatorLedger`) on a background thread
+from the moment those reports are in, so that under secure aggregation the merge runs
+beside the unmask stage instead of after it; the round waits for the merge to be committed
+before its model is updated and its record written, and waits for it even when the round
+fails afterwards, so no charge a client reported is lost.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +30,7 @@ from server.optimizers import ServerOptimizer
 from server.results import RoundRecord, RunResults, new_run_id, round_record_dict
 from server.secure_workflow import SecureWorkflow
 from server.workflow import ClientReport, PlainWorkflow, RoundAggregate, unnamed_client
+from task.background import in_background
 from task.config import RunConfig
 from task.datasets import load_dataset
 from task.evaluation import evaluate
@@ -241,11 +251,15 @@ def run_federation(
         held = {n: ledger.held(clients[n].client_id) for n in sampled if n in clients}
         arrays = to_record(weights)
         planned: list[Cohort | None] = []
+        merging: list[Future[None]] = []
 
         def next_cohort(reports: list[ClientReport], server_round: int = server_round) -> list[int]:
             """The next round's cohort, sampled once this round's training reports have
-            settled the clients' budgets (the workflow may ask before its last stage)."""
+            settled the clients' budgets (the workflow may ask before its last stage);
+            the reports' ledger entries start merging then."""
             record_training(clients, reports)
+            merging.append(in_background(lambda: ledger.receive(reports, server_round),
+                                         f"ledger-merge-{server_round}"))
             upcoming = None
             if server_round < config.num_server_rounds and any(
                     r.status not in ("failed", "dropped") for r in reports):
@@ -253,12 +267,16 @@ def run_federation(
             planned.append(upcoming)
             return upcoming.sampled if upcoming is not None else []
 
-        aggregate = workflow.run_round(
-            grid, sampled, arrays, train_config, server_round,
-            timeout=timeout, per_node=held, next_cohort=next_cohort,
-        )
-        if not planned:
-            next_cohort(aggregate.reports)
+        try:
+            aggregate = workflow.run_round(
+                grid, sampled, arrays, train_config, server_round,
+                timeout=timeout, per_node=held, next_cohort=next_cohort,
+            )
+            if not planned:
+                next_cohort(aggregate.reports)
+        finally:  # committed before anything else happens, whatever the round's fate
+            for merge in merging:
+                merge.result()
         record_outcome(clients, aggregate.reports, server_round)
         trained = aggregate.trained
         every_client_failed = all(r.status in ("failed", "dropped") for r in aggregate.reports)
@@ -266,10 +284,8 @@ def run_federation(
             cohort = planned[0]
             if not cohort.stop and not every_client_failed:
                 # The workflow may start the next round's model-free stages (if it has not
-                # already) while this round's ledgers are merged and its model is updated
-                # and evaluated.
+                # already) while this round's model is updated and evaluated.
                 workflow.prepare_round(grid, cohort.sampled, arrays, server_round + 1, timeout)
-        ledger.receive(aggregate.reports, server_round)
         if every_client_failed:
             reasons = "; ".join(sorted({r.reason for r in aggregate.reports}))
             raise FederationError(

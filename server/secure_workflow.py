@@ -42,7 +42,7 @@ failed ahead is aborted exactly as if it had failed in place.
   round.
 - After a round that ended before its training reports (its key exchange failed),
   :meth:`SecureWorkflow.prepare_round` runs the next key exchange on a background thread
-  while the server merges the ledgers and evaluates the model; the first round exchanges
+  while the server updates and evaluates the model; the first round exchanges
   keys in place.
 
 Dropouts. A node that does not answer a stage, answers with an error, or reports a
