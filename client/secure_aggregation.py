@@ -167,7 +167,6 @@ def unmask(msg: Message, context: Context) -> Message:
         msg.content, context,
         lambda client: client.unmask(from_records(msg.content, UnmaskRequest)),
     )
-    leave(context)
     next_round = next_round_part(msg.content)
     if next_round is not None:
         content.update(nest(_share_secrets(next_round, context)))
@@ -254,9 +253,13 @@ def _reply(
     status: str = "ok",
     outcome: LocalRoundOutcome | None = None,
 ) -> RecordDict:
-    """Save the protocol state; the reply's content: the status (and, after training, the
-    reason of a decline and the public metrics) and the protocol message."""
-    context.state[STATE_KEY] = ConfigRecord(client.state_dict())
+    """Save the protocol state (forget it once the round is done); the reply's content:
+    the status (and, after training, the reason of a decline and the public metrics) and
+    the protocol message."""
+    if client.done:
+        leave(context)
+    else:
+        context.state[STATE_KEY] = ConfigRecord(client.state_dict())
     content = RecordDict(to_records(protocol_message))
     status_fields: dict[str, str] = {"client-id": client_id, "status": status}
     if outcome is not None:

@@ -141,6 +141,11 @@ class SecAggClient:
         return self._state
 
     @property
+    def done(self) -> bool:
+        """Whether the round is over for this client (it answered ``unmask``)."""
+        return self._state == _DONE
+
+    @property
     def setup(self) -> SetupMessage | None:
         """The round's public parameters, once stage ``share_keys`` has read them."""
         return self._setup
