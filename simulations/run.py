@@ -27,6 +27,7 @@ from server.results import RoundRecord
 from simulations import actor, batching, dispatch
 from simulations.cluster import ray_init_args, start_ray
 from simulations.feasibility import check_feasible
+from simulations.frozen_heap import frozen_heap
 from task.config import RunConfig
 from task.feature_cache import share_between_processes
 
@@ -171,10 +172,11 @@ def run_apps(server: ServerApp, client: ClientApp, num_clients: int,
         # round log and progress bar carry what the user needs.
         logging.getLogger("flwr").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-    run_simulation(
-        server_app=server,
-        client_app=client,
-        num_supernodes=num_clients,
-        backend_config=backend_config(),
-        verbose_logging=verbose,
-    )
+    with frozen_heap():
+        run_simulation(
+            server_app=server,
+            client_app=client,
+            num_supernodes=num_clients,
+            backend_config=backend_config(),
+            verbose_logging=verbose,
+        )
