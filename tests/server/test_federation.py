@@ -54,7 +54,7 @@ class ChargingWorkflow(PlainWorkflow):
 
 
 def merged_rounds(results_dir: Path) -> list[int]:
-    """The rounds of the entries in the coordinator's merged ledger, in order."""
+    """The rounds of the entries in the coordinator's merged ledger, sorted."""
     with PrivacyLedger(results_dir / "ledger.sqlite", read_only=True) as merged:
         return sorted(entry.charge.round for entry in merged.entries())
 
