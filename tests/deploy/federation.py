@@ -357,12 +357,12 @@ def start_federation(
     partition folder per client, the SuperLink, the ServerApp runner, and every client's
     SuperNode registered and online; every process started under ``processes``."""
     federation = Federation(root, root / "certs", root / "partitions", network, processes)
-    _fedshield("certs", "--out", str(federation.certs), "--clients", str(len(clients)),
-               *(arg for name in unregistered for arg in ("--name", name)),
-               "--san", network.address("superlink"))
-    _fedshield("partition", "--scenario", "digits", "--clients", str(len(clients)),
-               *(("--seed", str(seed)) if seed is not None else ()),
-               "--out", str(federation.partitions))
+    fedshield("certs", "--out", str(federation.certs), "--clients", str(len(clients)),
+              *(arg for name in unregistered for arg in ("--name", name)),
+              "--san", network.address("superlink"), timeout=600)
+    fedshield("partition", "--scenario", "digits", "--clients", str(len(clients)),
+              *(("--seed", str(seed)) if seed is not None else ()),
+              "--out", str(federation.partitions), timeout=600)
     federation.start_superlink()
     federation.start_serverapp_runner()
     for name in clients:
@@ -374,11 +374,12 @@ def start_federation(
     return federation
 
 
-def _fedshield(*args: str) -> None:
+def fedshield(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess:
     """``fedshield ARGS`` in the repository; RuntimeError with its output if it fails."""
-    result = run_fedshield(*args, cwd=REPO, timeout=600)
+    result = run_fedshield(*args, cwd=REPO, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"fedshield {args[0]} failed: {result.stdout}{result.stderr}")
+    return result
 
 
 def read_summary(out_dir: Path) -> dict | None:

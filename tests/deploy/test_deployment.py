@@ -20,13 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_runner import fedshield as run_fedshield
 from tests.deploy.federation import (
     BIN,
-    REPO,
     Federation,
     Network,
     Processes,
+    fedshield,
     isolated_network,
     read_summary,
     rounds_done,
@@ -48,12 +47,6 @@ RUN = {"scenario": "digits", "num-server-rounds": 2, "local-epochs": 2,
 # the simulation does, not that two noisy runs agree to the point.
 ACCURACY_TOLERANCE = 0.30
 NODE_TIMEOUT = 120.0
-
-
-def fedshield(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess:
-    result = run_fedshield(*args, cwd=REPO, timeout=timeout)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
 
 
 @pytest.fixture(scope="module")

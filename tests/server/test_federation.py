@@ -13,23 +13,15 @@ from server.federation import run_federation
 from server.workflow import ClientReport, PlainWorkflow, RoundAggregate
 from task.config import RunConfig, resolve_config
 from tests.client.test_ledger_charge import trained_outcome
-
-NODES = [101, 102, 103]
-
-
-class NodeList:
-    """The part of a Grid the coordinator's loop reads before it hands rounds to the
-    workflow: which nodes are connected."""
-
-    def get_node_ids(self) -> list[int]:
-        return list(NODES)
+from tests.inprocess_grid import InProcessGrid
 
 
 class ChargingWorkflow(PlainWorkflow):
-    """Stands in for the Message rounds: each sampled client charges its real, signed
-    ledger and reports it; the training reports go to ``next_cohort`` as soon as they are
-    in, as the secure workflow sends them before its unmask stage, then the rest of the
-    round runs ``after_reports`` (which may fail, as a lost link would)."""
+    """Stands in for the Message rounds (the grid only names the nodes): each sampled
+    client charges its real, signed ledger and reports it; the training reports go to
+    ``next_cohort`` as soon as they are in, as the secure workflow sends them before its
+    unmask stage, then the rest of the round runs ``after_reports`` (which may fail, as a
+    lost link would)."""
 
     def __init__(self, ledger_dir: Path, config: RunConfig, after_reports=None) -> None:
         self._ledger_dir, self._config = ledger_dir, config
@@ -74,7 +66,7 @@ def test_each_round_is_recorded_only_once_its_ledger_entries_are_committed(tmp_p
         (run_dir,) = results.iterdir()
         merged_at_record.append(merged_rounds(run_dir))
 
-    summary = run_federation(NodeList(), config, ChargingWorkflow(tmp_path / "nodes", config),
+    summary = run_federation(InProcessGrid(3), config, ChargingWorkflow(tmp_path / "nodes", config),
                              on_round=on_round, node_wait_timeout=5)
     assert merged_at_record == [[1] * 3, [1] * 3 + [2] * 3, [1] * 3 + [2] * 3 + [3] * 3]
     assert summary["ledger"]["problems"] == []
@@ -89,7 +81,7 @@ def test_a_round_that_fails_after_its_training_reports_still_commits_their_charg
 
     workflow = ChargingWorkflow(tmp_path / "nodes", config, after_reports=lose_the_link)
     with pytest.raises(ConnectionError, match="unmask stage"):
-        run_federation(NodeList(), config, workflow, node_wait_timeout=5)
+        run_federation(InProcessGrid(3), config, workflow, node_wait_timeout=5)
     (run_dir,) = (tmp_path / "runs").iterdir()
     # Round 2's clients were charged and said so: the coordinator's copy holds it.
     assert merged_rounds(run_dir) == [1] * 3 + [2] * 3

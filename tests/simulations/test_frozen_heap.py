@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
+
 from simulations.frozen_heap import frozen_heap
 
 
@@ -28,9 +30,6 @@ def test_objects_alive_on_entry_are_skipped_during_the_run_and_collected_after_i
 
 
 def test_the_heap_is_given_back_when_the_run_fails():
-    try:
-        with frozen_heap():
-            raise RuntimeError("the run failed")
-    except RuntimeError:
-        pass
+    with pytest.raises(RuntimeError, match="the run failed"), frozen_heap():
+        raise RuntimeError("the run failed")
     assert gc.get_freeze_count() == 0
