@@ -6,9 +6,10 @@
         --set records-per-client=600 --repeat 3             # more work per client
 
 For each cohort size it runs the digits scenario (DP-SGD on, every client every round)
-twice in one invocation -- plain aggregation, then SecAgg+ -- and reports the steady-state
-round time (mean over the rounds after the first, which also starts Ray's actors and
-loads the data), the overhead, and where the secure round spends its extra time:
+twice in one invocation -- plain aggregation and SecAgg+ -- and reports the steady-state
+round time (median over the rounds after the first, which also starts Ray's actors and
+loads the data; a median, so one round held up by the machine does not move it), the
+overhead, and where the secure round spends its extra time:
 
 * ``stages s``: wall time of the protocol-only Message rounds (setup, share secrets,
   unmask; the clients train in masked input) inside the simulation, transport and client
@@ -20,8 +21,11 @@ loads the data), the overhead, and where the secure round spends its extra time:
   server, run one after another on one core by ``privacy.secagg.run_secagg_round``), for a
   vector of the model's size plus the metric coordinates.
 
-``--repeat N`` runs N such pairs, alternating, and reports the medians over the pairs: the
-overhead of one pair moves by 10-15 points from pair to pair on 2 cores.
+``--repeat N`` runs N such pairs and reports the medians over the pairs; every other pair
+runs the secure side first, so a machine that slows down or speeds up over a minute
+weighs on both sides alike. On 2 cores two identical runs differ by up to 15% in their
+steady round time, so one pair's overhead moves by 10-20 points: a verdict near a
+threshold needs five pairs or more.
 
 Timings are wall-clock on a possibly shared machine: read them as indicative. They belong
 here, never in timed unit tests.
@@ -71,8 +75,8 @@ class CohortResult:
 
 
 def steady(records: list[RoundRecord]) -> float:
-    """Mean round time after the first round (all of them when there is only one)."""
-    return statistics.fmean(r.seconds for r in (records[1:] or records))
+    """Median round time after the first round (all of them when there is only one)."""
+    return statistics.median(r.seconds for r in (records[1:] or records))
 
 
 def run(config: RunConfig, clients: int) -> tuple[list[RoundRecord], dict]:
@@ -100,16 +104,18 @@ def protocol_seconds(config: RunConfig, clients: int, layout: VectorLayout) -> f
 
 
 def bench_cohort(base: dict, clients: int, repeat: int = 1) -> CohortResult:
-    """``repeat`` pairs of runs (plain, then secure); medians over the pairs."""
+    """``repeat`` pairs of runs, plain then secure and secure then plain in turn; medians
+    over the pairs."""
     plain_config = resolve_config({**base, "secure-aggregation": False})
     secure_config = resolve_config({**base, "secure-aggregation": True})
     plain_s, secure_s, stages = [], [], []
-    for _ in range(repeat):
-        plain_records, plain = run(plain_config, clients)
-        secure_records, secure = run(secure_config, clients)
+    for pair in range(repeat):
+        order = (plain_config, secure_config) if pair % 2 == 0 else (secure_config, plain_config)
+        runs = {config.secure_aggregation: run(config, clients) for config in order}
+        (plain_records, plain), (secure_records, secure) = runs[False], runs[True]
         plain_s.append(steady(plain_records))
         secure_s.append(steady(secure_records))
-        stages.append(statistics.fmean(
+        stages.append(statistics.median(
             sum(r["seconds"].get(s, 0.0) for s in PROTOCOL_STAGES)
             for r in secure["secure_aggregation_rounds"][1:] or secure["secure_aggregation_rounds"]
         ))
@@ -146,14 +152,15 @@ def cohort_rows(results: list[CohortResult]) -> list[list[str]]:
 
 def bench_cohorts(clients: list[int], rounds: int, out_dir: str, console: Console,
                   overrides: dict | None = None, repeat: int = 1) -> dict:
-    """Every cohort size, ``repeat`` pairs of plain then secure runs; prints the table,
+    """Every cohort size, ``repeat`` pairs of plain and secure runs; prints the table,
     returns the JSON section. ``overrides`` are run-config items on top of the digits
     scenario with DP-SGD on."""
     overrides = dict(overrides or {})
     base = {"scenario": "digits", **overrides, "num-server-rounds": rounds, "out-dir": out_dir}
     results = []
     for size in clients:
-        console.print(f"[bold]secagg[/]: {size} clients, plain then secure aggregation")
+        console.print(f"[bold]secagg[/]: {size} clients, {repeat} pair(s) of runs, plain "
+                      "and secure aggregation")
         results.append(bench_cohort(base, size, repeat))
     workload = ", ".join(f"{k}={v}" for k, v in {"scenario": base["scenario"], **overrides}.items())
     print_table(console, f"secure aggregation overhead, {workload}, DP-SGD on "

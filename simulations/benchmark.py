@@ -29,9 +29,10 @@ Each section runs its configurations side by side and reports ratios as well as 
 ``secagg``
     round time with and without secure aggregation at 10, 50 and 100 clients, same data
     and clients (:mod:`simulations.bench_secagg`), then again at 100 clients with
-    ``--secagg-work-records`` (600) records each; each cohort as ``--secagg-repeat`` (3)
-    alternating pairs of runs whose medians are reported (one pair's overhead moves by
-    10 points).
+    ``--secagg-work-records`` (600) records each; each cohort as ``--secagg-repeat`` (7)
+    pairs of runs (``--secagg-work-repeat`` (3) at 600 records, whose overhead is far from
+    any threshold), every other pair secure side first, whose medians are reported: one
+    pair's overhead moves by 10-20 points.
 ``scale``
     populations of 100 and 10,000 virtual clients with 100 of them per round, each client
     with the same ``records-per-client`` (partitioning ``sampled``), so the per-round work
@@ -238,7 +239,8 @@ def section_secagg(args: argparse.Namespace, console: Console, parallelism: int)
         # over 100 clients is 600 each): the protocol's cost against a realistic round.
         heavier = {"partitioning": "sampled", "records-per-client": args.secagg_work_records}
         section["realistic_work"] = bench_cohorts([max(args.secagg_clients)], args.secagg_rounds,
-                                                  OUT_DIR, console, heavier, args.secagg_repeat)
+                                                  OUT_DIR, console, heavier,
+                                                  args.secagg_work_repeat)
     return section
 
 
@@ -277,8 +279,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secagg-work-records", type=int, default=600,
                         help="records per client of the secagg section's second run at the "
                         "largest cohort (0: none)")
-    parser.add_argument("--secagg-repeat", type=int, default=3,
+    parser.add_argument("--secagg-repeat", type=int, default=7,
                         help="pairs of runs (plain, secure) per cohort; medians")
+    parser.add_argument("--secagg-work-repeat", type=int, default=3,
+                        help="pairs of runs of the cohort with --secagg-work-records")
     parser.add_argument("--populations", type=int, nargs="+", default=[100, 10_000])
     parser.add_argument("--per-round", type=int, default=100)
     parser.add_argument("--records-per-client", type=int, default=16)
@@ -288,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="runs of the startup section, each way (own Ray, shared Ray)")
     parser.add_argument("--json", default="benchmarks/benchmark.json", help="output file")
     args = parser.parse_args(argv)
-    for flag in ("secagg_repeat", "startup_repeat"):
+    for flag in ("secagg_repeat", "secagg_work_repeat", "startup_repeat"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     parallelism = os.cpu_count() or 1
