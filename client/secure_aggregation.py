@@ -15,7 +15,7 @@ two Message rounds, because stages 1-2 ride on stages 3-4 of the round before:
    charged as in the plain round, by ``client.app``), turns the update into the input
    vector -- clipped and noised first when client-level DP is on -- and sends it
    quantised and masked, all in one handler. The reply also publishes the public keys of
-   fresh key pairs for the client's next round, whose private halves wait in
+   fresh key pairs for the client's next round, which wait, private halves and all, in
    ``context.state`` (replaced at every masked input, dropped when a round starts with
    ``secagg_setup``);
 4. ``secagg_unmask`` (:func:`unmask`): shares that let the server remove the masks of the
@@ -53,14 +53,13 @@ from privacy.distributed_dp import add_noise_share, clip_to_norm, noise_share_st
 from privacy.secagg import (
     ForwardedShares,
     NeighbourKeys,
+    RoundKeys,
     SecAggClient,
     SecAggError,
     SecAggProtocolError,
     SetupMessage,
     UnmaskRequest,
-    fresh_private_keys,
 )
-from privacy.secagg.keys import private_key_from_bytes, public_key_bytes
 from task.config import RunConfig
 from task.records import from_record
 from task.secagg_wire import (
@@ -78,8 +77,11 @@ __all__ = ["secure_input", "share_keys", "share_secrets", "mask_input", "unmask"
 
 # Private keys and shares: they never leave the node.
 STATE_KEY = "secagg-client"
-# The private keys of the pairs published for the next round: they never leave the node.
+# The key pairs published for the next round: the private halves never leave the node.
 NEXT_KEYS_STATE_KEY = "secagg-next-keys"
+# Their fields (:class:`RoundKeys`) under the names they have in that record.
+_KEY_RECORD_NAMES = {"share_private": "share-private-key", "mask_private": "mask-private-key",
+                     "share_public": "share-public-key", "mask_public": "mask-public-key"}
 
 
 def secure_input(
@@ -191,8 +193,8 @@ def _share_secrets(content: RecordDict, context: Context) -> RecordDict:
                                           "node has none")
             started = SecAggClient(_recipient(content))
             started.share_keys(from_records(content, SetupMessage, key=SETUP_KEY),
-                               private_keys=(bytes(published["share-private-key"]),
-                                             bytes(published["mask-private-key"])))
+                               RoundKeys(**{field: bytes(published[name])
+                                            for field, name in _KEY_RECORD_NAMES.items()}))
         except (SecAggError, ValueError) as error:
             return status_content(node_client_id(context.node_config), "failed", str(error))
     return _advance(
@@ -203,15 +205,13 @@ def _share_secrets(content: RecordDict, context: Context) -> RecordDict:
 
 
 def _publish_next_keys(context: Context) -> ConfigRecord:
-    """Fresh key pairs for the node's next round: the private halves stay in
-    ``context.state`` (replacing any kept before), the public ones are returned."""
-    share_key, mask_key = fresh_private_keys()
+    """Fresh key pairs for the node's next round: kept whole in ``context.state``
+    (replacing any kept before); the public halves are returned."""
+    keys = RoundKeys.fresh()
     context.state[NEXT_KEYS_STATE_KEY] = ConfigRecord(
-        {"share-private-key": share_key, "mask-private-key": mask_key})
-    return ConfigRecord({
-        "share-public-key": public_key_bytes(private_key_from_bytes(share_key)),
-        "mask-public-key": public_key_bytes(private_key_from_bytes(mask_key)),
-    })
+        {name: getattr(keys, field) for field, name in _KEY_RECORD_NAMES.items()})
+    return ConfigRecord({"share-public-key": keys.share_public,
+                         "mask-public-key": keys.mask_public})
 
 
 def _recipient(content: RecordDict) -> int:

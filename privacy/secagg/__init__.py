@@ -35,7 +35,7 @@ A round, message by message (``server`` is a :class:`SecAggServer`, ``clients[u]
     result.aggregate, result.contributors
 """
 
-from privacy.secagg.client import SecAggClient, fresh_private_keys
+from privacy.secagg.client import RoundKeys, SecAggClient
 from privacy.secagg.config import SecAggConfig, default_threshold, resolve_round_parameters
 from privacy.secagg.driver import DROP_STAGES, run_secagg_round
 from privacy.secagg.errors import (
@@ -70,7 +70,7 @@ from privacy.secagg.server import SecAggResult, SecAggServer
 __all__ = [
     "SecAggConfig",
     "SecAggClient",
-    "fresh_private_keys",
+    "RoundKeys",
     "SecAggServer",
     "SecAggResult",
     "run_secagg_round",

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hmac
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -69,7 +70,7 @@ from privacy.secagg.messages import (
 from privacy.secagg.quantize import quantize, validate_quantization
 from privacy.secagg.shamir import decode_share, encode_share, share_x, split_secret
 
-__all__ = ["SecAggClient", "validate_setup", "fresh_private_keys"]
+__all__ = ["SecAggClient", "validate_setup", "RoundKeys"]
 
 _NEW = "new"
 _KEYS_SHARED = "keys_shared"
@@ -98,9 +99,24 @@ def validate_setup(setup: SetupMessage) -> None:
     validate_threshold(setup.threshold, setup.degree + 1)
 
 
-def fresh_private_keys(rng: Rng = os.urandom) -> tuple[bytes, bytes]:
-    """The raw private keys ``(c_u^SK, s_u^SK)`` of two fresh X25519 key pairs."""
-    return new_private_key(rng), new_private_key(rng)
+@dataclass(frozen=True)
+class RoundKeys:
+    """The two X25519 key pairs a client uses in one round, as raw 32-byte keys:
+    ``(c_u^SK, c_u^PK)`` for the channel its shares travel in, ``(s_u^SK, s_u^PK)`` for its
+    pairwise masks. The private halves never leave the node."""
+
+    share_private: bytes
+    mask_private: bytes
+    share_public: bytes
+    mask_public: bytes
+
+    @classmethod
+    def fresh(cls, rng: Rng = os.urandom) -> RoundKeys:
+        """Two fresh pairs, private keys from ``rng``. Deriving a public key is a scalar
+        multiplication, as costly as an agreement, so it is done here once per pair."""
+        share, mask = new_private_key(rng), new_private_key(rng)
+        return cls(share, mask, public_key_bytes(private_key_from_bytes(share)),
+                   public_key_bytes(private_key_from_bytes(mask)))
 
 
 class SecAggClient:
@@ -186,13 +202,11 @@ class SecAggClient:
         self._inbound_keys = {}
 
     # ------------------------------------------------------------------ stages
-    def share_keys(
-        self, setup: SetupMessage, private_keys: tuple[bytes, bytes] | None = None
-    ) -> PublicKeys:
+    def share_keys(self, setup: SetupMessage, keys: RoundKeys | None = None) -> PublicKeys:
         """Stage ``share_keys``: validate the setup, make fresh key pairs, publish them.
 
-        ``private_keys``: the raw private keys ``(c_u^SK, s_u^SK)`` of pairs made for this
-        round beforehand (see :func:`fresh_private_keys`) and never used, instead of new ones.
+        ``keys``: pairs made for this round beforehand (:meth:`RoundKeys.fresh`) and never
+        used, instead of new ones.
         """
         self._expect(_NEW, Stage.SHARE_KEYS)
         validate_setup(setup)
@@ -207,11 +221,10 @@ class SecAggClient:
         )
         self._setup = setup
         self._neighbours = graph[self.client_id]
-        if private_keys is None:
-            private_keys = fresh_private_keys(self._rng)
-        share_key, mask_key = (private_key_from_bytes(k) for k in private_keys)
-        self._share_key, self._mask_key = private_keys
-        self._own_public_keys = (public_key_bytes(share_key), public_key_bytes(mask_key))
+        if keys is None:
+            keys = RoundKeys.fresh(self._rng)
+        self._share_key, self._mask_key = keys.share_private, keys.mask_private
+        self._own_public_keys = (keys.share_public, keys.mask_public)
         self._state = _KEYS_SHARED
         return PublicKeys(
             run_id=setup.run_id,

@@ -176,7 +176,7 @@ def test_the_input_never_waits_in_the_state_and_every_secret_is_then_wiped(monke
     sent: set[bytes] = set()
     private: dict[int, set[bytes]] = {1: set(), 2: set()}
     channel_keys: set[bytes] = set()
-    published: dict[int, ConfigRecord] = {}  # node -> next-round private keys, as kept
+    published: dict[int, ConfigRecord] = {}  # node -> next-round key pairs, as kept
 
     class Watching(InProcessGrid):
         def push_messages(self, messages):
@@ -225,7 +225,8 @@ def test_the_input_never_waits_in_the_state_and_every_secret_is_then_wiped(monke
     assert {(2, wire.SETUP), (2, wire.SHARE_SECRETS)}.isdisjoint(state_keys)
     assert state_keys[2, wire.MASKED_INPUT] == {STATE_KEY, NEXT_KEYS_STATE_KEY}
     assert state_keys[2, wire.UNMASK] == {NEXT_KEYS_STATE_KEY}  # no round 3 to start
-    next_private = {bytes(v) for keys in published.values() for v in keys.values()}
+    next_private = {bytes(v) for keys in published.values() for k, v in keys.items()
+                    if k.endswith("private-key")}
     assert private[2] == next_private  # round 2 used exactly the keys kept for it...
     assert len(private[1]) == len(private[2]) == 6  # ...two fresh pairs per client a round
     assert not private[1] & private[2]

@@ -20,6 +20,7 @@ from privacy.secagg import (
     MaskedInput,
     NeighbourKeys,
     PublicKeys,
+    RoundKeys,
     SecAggAbort,
     SecAggClient,
     SecAggConfig,
@@ -594,6 +595,21 @@ def test_clients_can_be_persisted_between_stages() -> None:
     result = server.collect_unmask_responses([step(u, "unmask", req[u]) for u in alive])
     expected = plain_sum(vectors, ids[:-1])
     assert np.max(np.abs(result.aggregate - expected)) <= quantization_error_bound(5, 8.0, 32)
+
+
+def test_keys_made_ahead_are_the_ones_published_and_used() -> None:
+    keys = RoundKeys.fresh(DeterministicRng("ahead"))
+    for private, public in ((keys.share_private, keys.share_public),
+                            (keys.mask_private, keys.mask_public)):
+        assert public == public_key_bytes(private_key_from_bytes(private))
+    setup = SecAggServer([1, 2, 3], 10, run_id="k", round_id=1).setup()
+    client = SecAggClient(2)
+    published = client.share_keys(setup, keys)
+    assert (published.share_public_key, published.mask_public_key) == (
+        keys.share_public, keys.mask_public)
+    state = client.state_dict()
+    assert (state["share_private_key"], state["mask_private_key"]) == (
+        keys.share_private, keys.mask_private)
 
 
 def test_stages_out_of_order_are_refused() -> None:
