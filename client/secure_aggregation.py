@@ -43,6 +43,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
@@ -77,6 +78,7 @@ __all__ = ["secure_input", "share_keys", "share_secrets", "mask_input", "unmask"
 
 # Private keys and shares: they never leave the node.
 STATE_KEY = "secagg-client"
+PROTOCOL_STATE_FIELD = "msgpack"
 # The key pairs published for the next round: the private halves never leave the node.
 NEXT_KEYS_STATE_KEY = "secagg-next-keys"
 # Their fields (:class:`RoundKeys`) under the names they have in that record.
@@ -236,13 +238,37 @@ def _advance(
         if client is None:
             if STATE_KEY not in context.state:
                 raise SecAggProtocolError("no secure aggregation round in progress on this node")
-            client = SecAggClient.from_state_dict(dict(context.state[STATE_KEY]))
+            client = _restore(context)
         reply = step(client)
     except (SecAggError, ValueError) as error:
         leave(context)
         return status_content(client_id, "failed", str(error),
                               outcome.metrics if outcome is not None else None)
     return _reply(context, client_id, client, reply, status, outcome)
+
+
+def _save(context: Context, client: SecAggClient) -> None:
+    """Keep the protocol state in ``context.state`` as one MessagePack value: a record of
+    some thirty typed fields cost Flower's checks 0.06 ms at every save, twice a round."""
+    context.state[STATE_KEY] = ConfigRecord(
+        {PROTOCOL_STATE_FIELD: msgpack.packb(client.state_dict(), use_bin_type=True)})
+
+
+def _restore(context: Context) -> SecAggClient:
+    """The protocol state :func:`_save` kept.
+
+    Raises:
+        SecAggProtocolError: the kept state is not a MessagePack map.
+    """
+    raw = context.state[STATE_KEY].get(PROTOCOL_STATE_FIELD, b"")
+    try:
+        state = msgpack.unpackb(bytes(raw), raw=False)
+    except ValueError as error:
+        state = error
+    if not isinstance(state, dict):
+        raise SecAggProtocolError(f"the protocol state kept on this node is unreadable "
+                                  f"({type(state).__name__}: {state})")
+    return SecAggClient.from_state_dict(state)
 
 
 def _reply(
@@ -259,7 +285,7 @@ def _reply(
     if client.done:
         leave(context)
     else:
-        context.state[STATE_KEY] = ConfigRecord(client.state_dict())
+        _save(context, client)
     content = RecordDict(to_records(protocol_message))
     status_fields: dict[str, str] = {"client-id": client_id, "status": status}
     if outcome is not None:

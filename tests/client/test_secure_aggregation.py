@@ -250,6 +250,21 @@ def test_a_stage_without_a_round_in_progress_fails_with_a_clear_reason():
     )
 
 
+@pytest.mark.parametrize("kept", [b"\xc1", b"\x93\x01", b"\x01", b""])
+def test_an_unreadable_protocol_state_fails_the_stage_and_is_forgotten(kept):
+    grid = InProcessGrid(1)
+    context: Context = grid.contexts[grid.nodes[0]]
+    context.state[STATE_KEY] = ConfigRecord({secure_aggregation.PROTOCOL_STATE_FIELD: kept})
+    msg = Message(RecordDict(), dst_node_id=grid.nodes[0],
+                  message_type=wire.message_type(wire.UNMASK))
+    msg.metadata.__dict__["_message_id"] = "m1"
+    reply = secure_aggregation.unmask(msg, context)
+    assert reply.content["status"]["status"] == "failed"
+    assert reply.content["status"]["reason"].startswith(
+        "the protocol state kept on this node is unreadable")
+    assert STATE_KEY not in context.state
+
+
 def test_a_nan_update_is_never_sent_and_the_others_are_summed_without_it():
     config = default_config()
     outcome = synthetic_outcome(MODEL, 0, 1)
