@@ -11,6 +11,10 @@ round time (median over the rounds after the first, which also starts Ray's acto
 loads the data; a median, so one round held up by the machine does not move it), the
 overhead, and where the secure round spends its extra time:
 
+* ``CPU s plain/secure`` and ``CPU overhead``: the CPU seconds of a steady round (the
+  driver and every Ray process, read at each round's end) and how much more a secure one
+  takes. With every core busy, as at 100 clients on 2 cores, the wall-clock overhead
+  follows it, and it moves less from run to run (a few points, against 10-20);
 * ``stages s``: wall time of the protocol-only Message rounds (setup, share secrets,
   unmask; the clients train in masked input) inside the simulation, transport and client
   work included, and ``stages / plain``, that time as a share of the plain round
@@ -37,9 +41,11 @@ import argparse
 import os
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import psutil
 from rich.console import Console
 
 from fedshield.cli import parse_overrides
@@ -48,6 +54,7 @@ from server.federation import initial_weights
 from server.results import RoundRecord
 from server.secure_workflow import protocol_config
 from simulations.bench_report import print_table, write_json
+from simulations.memory import tree_cpu_seconds
 from simulations.run import simulate
 from task.config import RunConfig, resolve_config
 from task.datasets import load_dataset
@@ -65,6 +72,9 @@ class CohortResult:
     plain_round_seconds: float
     secure_round_seconds: float
     overhead: float
+    plain_round_cpu_seconds: float
+    secure_round_cpu_seconds: float
+    cpu_overhead: float
     secure_stage_seconds: float
     stage_share: float
     protocol_seconds: float
@@ -72,17 +82,36 @@ class CohortResult:
     plain_accuracy: float
     secure_accuracy: float
     pair_overheads: list[float]
+    pair_cpu_overheads: list[float]
 
 
-def steady(records: list[RoundRecord]) -> float:
-    """Median round time after the first round (all of them when there is only one)."""
-    return statistics.median(r.seconds for r in (records[1:] or records))
+def steady(values: Sequence[float]) -> float:
+    """Median of the rounds' ``values`` after the first round (all of them when there is
+    only one)."""
+    return statistics.median(values[1:] or values)
 
 
-def run(config: RunConfig, clients: int) -> tuple[list[RoundRecord], dict]:
+@dataclass
+class Run:
+    """One simulation: its rounds, its summary, and the CPU seconds of each round (the
+    driver and every Ray process; :func:`simulations.memory.tree_cpu_seconds`)."""
+
+    records: list[RoundRecord]
+    summary: dict
+    cpu_seconds: list[float]
+
+
+def run(config: RunConfig, clients: int) -> Run:
     records: list[RoundRecord] = []
-    summary = simulate(config, clients, on_round=records.append)
-    return records, summary
+    process = psutil.Process()
+    marks = [tree_cpu_seconds(process)]
+
+    def on_round(record: RoundRecord) -> None:
+        marks.append(tree_cpu_seconds(process))
+        records.append(record)
+
+    summary = simulate(config, clients, on_round=on_round)
+    return Run(records, summary, [b - a for a, b in zip(marks, marks[1:])])
 
 
 def model_layout(config: RunConfig) -> VectorLayout:
@@ -108,44 +137,51 @@ def bench_cohort(base: dict, clients: int, repeat: int = 1) -> CohortResult:
     over the pairs."""
     plain_config = resolve_config({**base, "secure-aggregation": False})
     secure_config = resolve_config({**base, "secure-aggregation": True})
-    plain_s, secure_s, stages = [], [], []
+    plain_s, secure_s, plain_cpu, secure_cpu, stages = [], [], [], [], []
     for pair in range(repeat):
         order = (plain_config, secure_config) if pair % 2 == 0 else (secure_config, plain_config)
         runs = {config.secure_aggregation: run(config, clients) for config in order}
-        (plain_records, plain), (secure_records, secure) = runs[False], runs[True]
-        plain_s.append(steady(plain_records))
-        secure_s.append(steady(secure_records))
-        stages.append(statistics.median(
-            sum(r["seconds"].get(s, 0.0) for s in PROTOCOL_STAGES)
-            for r in secure["secure_aggregation_rounds"][1:] or secure["secure_aggregation_rounds"]
-        ))
+        plain, secure = runs[False], runs[True]
+        plain_s.append(steady([r.seconds for r in plain.records]))
+        secure_s.append(steady([r.seconds for r in secure.records]))
+        plain_cpu.append(steady(plain.cpu_seconds))
+        secure_cpu.append(steady(secure.cpu_seconds))
+        stages.append(steady([sum(r["seconds"].get(s, 0.0) for s in PROTOCOL_STAGES)
+                              for r in secure.summary["secure_aggregation_rounds"]]))
     overheads = [s / p - 1.0 for p, s in zip(plain_s, secure_s)]
+    cpu_overheads = [s / p - 1.0 for p, s in zip(plain_cpu, secure_cpu)]
     layout = model_layout(secure_config)
     return CohortResult(
         clients=clients,
-        rounds=len(secure_records),
+        rounds=len(secure.records),
         plain_round_seconds=statistics.median(plain_s),
         secure_round_seconds=statistics.median(secure_s),
         overhead=statistics.median(overheads),
+        plain_round_cpu_seconds=statistics.median(plain_cpu),
+        secure_round_cpu_seconds=statistics.median(secure_cpu),
+        cpu_overhead=statistics.median(cpu_overheads),
         secure_stage_seconds=statistics.median(stages),
         stage_share=statistics.median([st / p for st, p in zip(stages, plain_s)]),
         protocol_seconds=protocol_seconds(secure_config, clients, layout),
         vector_length=layout.length,
-        plain_accuracy=plain["accuracy"],
-        secure_accuracy=secure["accuracy"],
+        plain_accuracy=plain.summary["accuracy"],
+        secure_accuracy=secure.summary["accuracy"],
         pair_overheads=overheads,
+        pair_cpu_overheads=cpu_overheads,
     )
 
 
 COHORT_COLUMNS = ("clients", "plain round s", "secure round s", "overhead", "each pair",
-                  "stages s", "stages / plain", "protocol s", "accuracy plain/secure")
+                  "CPU s plain/secure", "CPU overhead", "stages s", "stages / plain",
+                  "protocol s", "accuracy plain/secure")
 
 
 def cohort_rows(results: list[CohortResult]) -> list[list[str]]:
     """Table cells for :data:`COHORT_COLUMNS`."""
     return [[str(r.clients), f"{r.plain_round_seconds:.2f}", f"{r.secure_round_seconds:.2f}",
              f"{r.overhead:+.0%}", " ".join(f"{o:+.0%}" for o in r.pair_overheads),
-             f"{r.secure_stage_seconds:.2f}", f"{r.stage_share:.0%}",
+             f"{r.plain_round_cpu_seconds:.2f} / {r.secure_round_cpu_seconds:.2f}",
+             f"{r.cpu_overhead:+.0%}", f"{r.secure_stage_seconds:.2f}", f"{r.stage_share:.0%}",
              f"{r.protocol_seconds:.2f}", f"{r.plain_accuracy:.3f} / {r.secure_accuracy:.3f}"]
             for r in results]
 

@@ -1,8 +1,9 @@
-"""Peak resident memory of this process and all its children (Ray workers included)."""
+"""Resident memory and CPU time of this process and all its children (Ray workers included)."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from types import TracebackType
 
 import psutil
@@ -10,13 +11,24 @@ import psutil
 
 def tree_rss(process: psutil.Process) -> int:
     """Resident bytes of ``process`` and every descendant still alive."""
-    total = 0
+    return sum(_over_tree(process, lambda proc: proc.memory_info().rss))
+
+
+def tree_cpu_seconds(process: psutil.Process) -> float:
+    """CPU seconds (user and system) spent so far by ``process`` and every descendant
+    still alive. While a run keeps every core busy, its wall time follows its CPU time
+    divided by the cores, and the CPU time moves less from run to run."""
+    return sum(_over_tree(process, lambda proc: sum(proc.cpu_times()[:2])))
+
+
+def _over_tree(process: psutil.Process, read: Callable[[psutil.Process], float]) -> list[float]:
+    values = []
     for proc in [process, *process.children(recursive=True)]:
         try:
-            total += proc.memory_info().rss
+            values.append(read(proc))
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-    return total
+    return values
 
 
 class PeakRSS:

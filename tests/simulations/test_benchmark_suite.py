@@ -65,6 +65,8 @@ def test_secure_aggregation_benchmark_runs_pairs_of_both_sides_on_the_chosen_wor
     (result,) = section["results"]
     assert result["clients"] == 3 and result["rounds"] == 2
     assert result["plain_round_seconds"] > 0 and result["secure_round_seconds"] > 0
+    assert result["plain_round_cpu_seconds"] > 0 and result["secure_round_cpu_seconds"] > 0
+    assert result["cpu_overhead"] == pytest.approx(statistics.median(result["pair_cpu_overheads"]))
     assert section["repeat"] == 2 and len(result["pair_overheads"]) == 2
     assert result["overhead"] == pytest.approx(statistics.median(result["pair_overheads"]))
     assert 0 < result["secure_stage_seconds"] < result["secure_round_seconds"]
