@@ -13,8 +13,9 @@ overhead, and where the secure round spends its extra time:
 
 * ``CPU s plain/secure`` and ``CPU overhead``: the CPU seconds of a steady round (the
   driver and every Ray process, read at each round's end) and how much more a secure one
-  takes. With every core busy, as at 100 clients on 2 cores, the wall-clock overhead
-  follows it, and it moves less from run to run (a few points, against 10-20);
+  takes. Where the two overheads agree, the secure round's extra time is work, not
+  waiting (at 100 clients on 2 cores they agree pair by pair: the machine's speed, which
+  moves from minute to minute, moves both);
 * ``stages s``: wall time of the protocol-only Message rounds (setup, share secrets,
   unmask; the clients train in masked input) inside the simulation, transport and client
   work included, and ``stages / plain``, that time as a share of the plain round

@@ -16,8 +16,7 @@ def tree_rss(process: psutil.Process) -> int:
 
 def tree_cpu_seconds(process: psutil.Process) -> float:
     """CPU seconds (user and system) spent so far by ``process`` and every descendant
-    still alive. While a run keeps every core busy, its wall time follows its CPU time
-    divided by the cores, and the CPU time moves less from run to run."""
+    still alive."""
     return sum(_over_tree(process, lambda proc: sum(proc.cpu_times()[:2])))
 
 
