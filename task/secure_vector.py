@@ -170,7 +170,7 @@ class VectorLayout:
                 f"update has parameters {list(update)[:3]}..., the model has "
                 f"{list(self.names)[:3]}..."
             )
-        return np.concatenate([np.asarray(update[n], dtype=np.float64).ravel() for n in self.names])
+        return np.concatenate([np.ravel(update[n]) for n in self.names], dtype=np.float64)
 
     def pack(self, update: np.ndarray, metrics: Mapping[str, float]) -> np.ndarray:
         """The client's input vector from its flat ``update`` (already clipped and noised
@@ -190,7 +190,9 @@ class VectorLayout:
             "train-seconds": float(metrics.get("train-seconds", 0.0)) / w,
             "clipped-fraction": 0.0,
         }
-        vector = np.concatenate([weight * update, [extras[k] for k in EXTRA_COORDINATES]])
+        vector = np.empty(self.length)
+        np.multiply(update, weight, out=vector[: self.model_length])
+        vector[self.model_length :] = [extras[k] for k in EXTRA_COORDINATES]
         if not np.all(np.isfinite(vector)):
             raise ValueError("the update or a metric is NaN or infinite")
         clipped = int(np.count_nonzero(np.abs(vector) > self.clip_range))
