@@ -29,8 +29,8 @@ overhead, and where the secure round spends its extra time:
 ``--repeat N`` runs N such pairs and reports the medians over the pairs; every other pair
 runs the secure side first, so a machine that slows down or speeds up over a minute
 weighs on both sides alike. On 2 cores two identical runs differ by up to 15% in their
-steady round time, so one pair's overhead moves by 10-20 points: a verdict near a
-threshold needs five pairs or more.
+steady round time, so one pair's overhead moves by 10-20 points, and the median of seven
+pairs still by about five from one invocation to the next.
 
 Timings are wall-clock on a possibly shared machine: read them as indicative. They belong
 here, never in timed unit tests.
