@@ -260,14 +260,15 @@ def _restore(context: Context) -> SecAggClient:
     Raises:
         SecAggProtocolError: the kept state is not a MessagePack map.
     """
+    unreadable = "the protocol state kept on this node is unreadable"
     raw = context.state[STATE_KEY].get(PROTOCOL_STATE_FIELD, b"")
     try:
         state = msgpack.unpackb(bytes(raw), raw=False)
     except ValueError as error:
-        state = error
+        raise SecAggProtocolError(f"{unreadable} ({type(error).__name__})") from error
     if not isinstance(state, dict):
-        raise SecAggProtocolError(f"the protocol state kept on this node is unreadable "
-                                  f"({type(state).__name__}: {state})")
+        # Its type only: the value may hold key material, and the reason goes to the server.
+        raise SecAggProtocolError(f"{unreadable} (a {type(state).__name__}, not a map)")
     return SecAggClient.from_state_dict(state)
 
 

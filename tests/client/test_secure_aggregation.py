@@ -250,7 +250,7 @@ def test_a_stage_without_a_round_in_progress_fails_with_a_clear_reason():
     )
 
 
-@pytest.mark.parametrize("kept", [b"\xc1", b"\x93\x01", b"\x01", b""])
+@pytest.mark.parametrize("kept", [b"\xc1", b"\x93\x01", b"\x01", b"", b"\xc4\x03key"])
 def test_an_unreadable_protocol_state_fails_the_stage_and_is_forgotten(kept):
     grid = InProcessGrid(1)
     context: Context = grid.contexts[grid.nodes[0]]
@@ -262,6 +262,7 @@ def test_an_unreadable_protocol_state_fails_the_stage_and_is_forgotten(kept):
     assert reply.content["status"]["status"] == "failed"
     assert reply.content["status"]["reason"].startswith(
         "the protocol state kept on this node is unreadable")
+    assert "key" not in reply.content["status"]["reason"]  # what was kept is not echoed
     assert STATE_KEY not in context.state
 
 
