@@ -193,9 +193,13 @@ class VectorLayout:
         vector = np.empty(self.length)
         np.multiply(update, weight, out=vector[: self.model_length])
         vector[self.model_length :] = [extras[k] for k in EXTRA_COORDINATES]
-        if not np.all(np.isfinite(vector)):
+        # Two reductions instead of three temporaries: NaN propagates through min and max,
+        # and a vector inside the clip range (the usual case) needs no count.
+        lowest, highest = float(vector.min()), float(vector.max())
+        if not (math.isfinite(lowest) and math.isfinite(highest)):
             raise ValueError("the update or a metric is NaN or infinite")
-        clipped = int(np.count_nonzero(np.abs(vector) > self.clip_range))
+        inside = -self.clip_range <= lowest and highest <= self.clip_range
+        clipped = 0 if inside else int(np.count_nonzero(np.abs(vector) > self.clip_range))
         vector[-1] = self.clip_range * clipped / self.length
         return vector
 

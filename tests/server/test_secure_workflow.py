@@ -316,6 +316,7 @@ def test_a_masked_vector_travels_as_raw_words_and_a_torn_one_is_refused():
     back = wire.from_records(RecordDict(records), MaskedInput)
     assert back.masked_vector.dtype == np.uint64
     assert back.masked_vector.tolist() == [0, 1, 2**64 - 1]
+    assert not back.masked_vector.flags.writeable  # a view of the record, never a copy
 
     records[wire.PROTOCOL_KEY]["masked_vector"] = b"\0" * 12
     with pytest.raises(SecAggProtocolError, match="12 bytes, not a whole number of 8-byte"):
