@@ -64,9 +64,10 @@ def test_layout_reads_the_sum_back_in_plain_units_and_counts_clipped_coordinates
     assert totals.metric_sums["val-examples"] == 10 + 11 + 12
     assert totals.clipped_coordinates == 0
 
-    big = outcomes[0].update | {"b": np.full(300, 20.0, np.float32)}  # 0.1 * 20 > R = 1
-    vector = layout.pack(layout.flatten(big), outcomes[0].metrics)
-    assert layout.unpack(vector).clipped_coordinates == 300
+    for beyond in (20.0, -20.0):  # 0.1 * |20| > R = 1, above the range and below it
+        big = outcomes[0].update | {"b": np.full(300, beyond, np.float32)}
+        vector = layout.pack(layout.flatten(big), outcomes[0].metrics)
+        assert layout.unpack(vector).clipped_coordinates == 300
 
 
 @pytest.mark.parametrize("clients", [100, 150])
